@@ -1,0 +1,42 @@
+"""The sans-I/O call core: every rule of a 1:1 legacy Matrix call, with no asyncio, network or hardware.
+
+Drive it with :meth:`DoorCore.handle(event, now) <DoorCore.handle>` and re-arm a timer at
+:meth:`DoorCore.next_deadline`. This package imports only the standard library.
+"""
+
+from .actions import (
+    Action,
+    AddRemoteCandidates,
+    ApplyAnswer,
+    CallEnded,
+    CallSummary,
+    CloseMedia,
+    IceCandidate,
+    Ignored,
+    PrepareAnswer,
+    PrepareNegotiationAnswer,
+    PrepareOffer,
+    PressFeedback,
+    SendCallEvent,
+    SetLeds,
+)
+from .door import CallTimings, CoreSettings, DoorCore
+from .errors import LocalCallError, MalformedCallEvent
+from .events import (
+    ButtonPressed,
+    CallEventReceived,
+    Event,
+    HangupRequested,
+    HomeserverConnectionChanged,
+    LocalAnswerReady,
+    LocalOfferReady,
+    MediaFailed,
+    MediaState,
+    MediaStateChanged,
+    NegotiationAnswerReady,
+    RoomMembersChanged,
+    TimerDue,
+)
+from .states import CallState, Direction, LedState, Outcome
+
+__all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()]

@@ -1,0 +1,147 @@
+"""Outputs of the call core: things to do, named as imperatives.
+
+The orchestrator carries them out in the order given. Media actions for one call must be carried out in order
+(an :class:`AddRemoteCandidates` never overtakes the :class:`ApplyAnswer` before it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .states import Direction, LedState, Outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendCallEvent:
+    """Send a room event. ``content`` is a fresh JSON-ready dict owned by this action."""
+
+    room_id: str
+    event_type: str
+    content: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareOffer:
+    """Create the peer connection with local media and an offer; report :class:`LocalOfferReady` or :class:`MediaFailed`."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareAnswer:
+    """Create the peer connection for an incoming offer and answer it; report :class:`LocalAnswerReady` or :class:`MediaFailed`."""
+
+    call_id: str
+    offer_sdp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareNegotiationAnswer:
+    """Apply a renegotiation offer and answer it; report :class:`NegotiationAnswerReady` or :class:`MediaFailed`."""
+
+    call_id: str
+    offer_sdp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplyAnswer:
+    """Set the chosen remote answer on our outgoing call's peer connection."""
+
+    call_id: str
+    answer_sdp: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IceCandidate:
+    """One remote candidate as Matrix carries it; ``candidate == ""`` marks the end of candidates."""
+
+    candidate: str
+    sdp_mid: str | None = None
+    sdp_mline_index: int | None = None
+
+    @property
+    def is_end(self) -> bool:
+        return self.candidate == ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddRemoteCandidates:
+    """Add the peer's ICE candidates to the call's peer connection."""
+
+    call_id: str
+    candidates: tuple[IceCandidate, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseMedia:
+    """Tear down the call's peer connection and local media. Idempotent."""
+
+    call_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetLeds:
+    """Show this call state on the front panel."""
+
+    state: LedState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressFeedback:
+    """Acknowledge a button press at once: ``accepted`` is False when the press cannot start a call."""
+
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSummary:
+    """What a finished call was, for the log line, notices and status."""
+
+    call_id: str
+    direction: Direction
+    peer: str
+    outcome: Outcome
+    reason: str  #: the hangup reason sent or received (or ``reject``)
+    detail: str  #: why, in words for the log
+    started_at: float
+    connected_at: float | None
+    ended_at: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds in call (0 if media never connected)."""
+        return 0.0 if self.connected_at is None else max(0.0, self.ended_at - self.connected_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEnded:
+    """A call finished; its summary is for logs and notices."""
+
+    summary: CallSummary
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignored:
+    """An input was not acted on, and why. Log it; nothing else needs doing."""
+
+    reason: str
+    event_type: str = ""
+    sender: str = ""
+
+
+Action = (
+    SendCallEvent
+    | PrepareOffer
+    | PrepareAnswer
+    | PrepareNegotiationAnswer
+    | ApplyAnswer
+    | AddRemoteCandidates
+    | CloseMedia
+    | SetLeds
+    | PressFeedback
+    | CallEnded
+    | Ignored
+)

@@ -1,0 +1,131 @@
+"""Inputs to the call core: facts that happened, named in the past tense.
+
+Each event is a small immutable value. The core never receives nio, aiortc or gpiozero objects: the adapters
+translate their world into these. Wire content (``CallEventReceived.content``) is passed through as the JSON the
+peer sent, because deciding what is malformed is the core's job (see :mod:`intercom.core.messages`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ButtonPressed:
+    """The doorbell button was pressed (already debounced by the front panel)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallEventReceived:
+    """An ``m.call.*`` room event arrived (decrypted if the room is encrypted).
+
+    ``age_ms`` is the event's age when it was received (``unsigned.age``); ``None`` when the server gave none.
+    ``content`` is the event content exactly as sent: anything may be in it.
+    """
+
+    room_id: str
+    sender: str
+    event_type: str
+    content: Mapping[str, Any]
+    age_ms: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoomMembersChanged:
+    """The joined members (and join rule) of a room are now these."""
+
+    room_id: str
+    joined: frozenset[str]
+    join_rule: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HomeserverConnectionChanged:
+    """The Matrix side reached (``online=True``) or lost the homeserver."""
+
+    online: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalOfferReady:
+    """The media side prepared our offer for ``call_id`` (answers :class:`~intercom.core.actions.PrepareOffer`).
+
+    ``stream_id`` is the msid stream id in the SDP, used as the ``sdp_stream_metadata`` key; ``None`` omits it.
+    """
+
+    call_id: str
+    sdp: str
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalAnswerReady:
+    """The media side prepared our answer (answers :class:`~intercom.core.actions.PrepareAnswer`)."""
+
+    call_id: str
+    sdp: str
+    stream_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NegotiationAnswerReady:
+    """The media side answered a renegotiation offer (answers :class:`~intercom.core.actions.PrepareNegotiationAnswer`)."""
+
+    call_id: str
+    sdp: str
+    stream_id: str | None = None
+
+
+class MediaState(enum.Enum):
+    """Connection state of a call's media, as the peer connection reports it."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaStateChanged:
+    """The call's media connection changed state."""
+
+    call_id: str
+    state: MediaState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaFailed:
+    """A media operation for ``call_id`` failed (camera, microphone, SDP the media side could not use...)."""
+
+    call_id: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerDue:
+    """The deadline the core asked for (:meth:`DoorCore.next_deadline`) has passed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HangupRequested:
+    """Something local wants the current call ended (service shutdown, an operator command)."""
+
+    reason: str = "user_hangup"
+
+
+Event = (
+    ButtonPressed
+    | CallEventReceived
+    | RoomMembersChanged
+    | HomeserverConnectionChanged
+    | LocalOfferReady
+    | LocalAnswerReady
+    | NegotiationAnswerReady
+    | MediaStateChanged
+    | MediaFailed
+    | TimerDue
+    | HangupRequested
+)
