@@ -1,0 +1,1 @@
+"""Configuration and systemd integration: everything between the operating system and the intercom's adapters."""
