@@ -136,6 +136,8 @@ def _suggest(word: str, choices: Iterable[str]) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class _Context:
+    """What a checker may know besides the value itself."""
+
     example: str  # an example value written as TOML, e.g. '60' or '"@alice:example.org"'
     table: Mapping[str, object]  # the raw [section] table, for checkers whose advice depends on a neighbour
 
@@ -160,7 +162,7 @@ def _word(value: object, ctx: _Context) -> str:
     """A non-empty string without whitespace (a chat command, a device name)."""
     text = _text(value, ctx)
     if any(char.isspace() for char in text):
-        raise _Invalid(f"{_toml(text)} contains spaces; use a single word like {ctx.example}")
+        raise _Invalid(f"{_toml(text)} contains spaces; write it without spaces, like {ctx.example}")
     return text
 
 
@@ -535,13 +537,13 @@ def _home_section(key: str) -> str | None:
 
 # --- checking sections -----------------------------------------------------------------------------------------------
 
-# Checked values per section: defaults, overwritten by every valid value from the file. A setting whose value was
-# invalid (or that is required and missing) is absent, so rules that need it are skipped rather than piling up
-# follow-on complaints about a value the user already has to fix.
-_Values = dict[str, dict[str, Any]]
+# _check_section returns the checked values of one section: its defaults, overwritten by every valid value from
+# the file. A setting whose value was invalid (or that is required and missing) is absent, so rules that need it
+# are skipped rather than piling up follow-on complaints about a value the user already has to fix.
+_Values = dict[str, Any]
 
 
-def _check_section(section: str, table: Mapping[str, object], problems: list[ConfigProblem]) -> dict[str, Any]:
+def _check_section(section: str, table: Mapping[str, object], problems: list[ConfigProblem]) -> _Values:
     settings = _SETTINGS[section]
     values = {name: f.default for name, f in settings.items() if f.default is not dataclasses.MISSING}
     for key, raw in table.items():  # file order, so problems come out in the order the user reads them
@@ -588,7 +590,9 @@ def _unknown_top_level_message(key: str, value: object) -> str:
     return f"unknown section [{key}]; remove it (the sections are {sections})"
 
 
-# --- rules involving several settings --------------------------------------------------------------------------------
+# --- rules involving several settings of one section ----------------------------------------------------------------
+#
+# Each rule gets the section's raw table, its checked values (see _check_section) and the problem list.
 
 
 def _no_credential_problem() -> ConfigProblem:
@@ -600,10 +604,10 @@ def _no_credential_problem() -> ConfigProblem:
     )
 
 
-def _check_credentials(tables: Mapping[str, Any], values: _Values, problems: list[ConfigProblem]) -> None:
+def _check_credentials(table: Mapping[str, object], matrix: _Values, problems: list[ConfigProblem]) -> None:
     # Counted from the raw table: a password_file with a bad path is still the source the user chose, so it
     # must not also produce "no credential".
-    given = [key for key in _CREDENTIALS if key in tables["matrix"]]
+    given = [key for key in _CREDENTIALS if key in table]
     if not given:
         problems.append(_no_credential_problem())
     for extra in given[1:]:
@@ -614,8 +618,7 @@ def _check_credentials(tables: Mapping[str, Any], values: _Values, problems: lis
         ))
 
 
-def _check_owner_is_not_door(tables: Mapping[str, Any], values: _Values, problems: list[ConfigProblem]) -> None:
-    matrix = values["matrix"]
+def _check_owner_is_not_door(table: Mapping[str, object], matrix: _Values, problems: list[ConfigProblem]) -> None:
     if "owner" in matrix and matrix.get("owner") == matrix.get("user_id"):
         problems.append(ConfigProblem(
             "matrix.owner",
@@ -624,8 +627,7 @@ def _check_owner_is_not_door(tables: Mapping[str, Any], values: _Values, problem
         ))
 
 
-def _check_invite_outlives_ringing(tables: Mapping[str, Any], values: _Values, problems: list[ConfigProblem]) -> None:
-    calls = values["calls"]
+def _check_invite_outlives_ringing(table: Mapping[str, object], calls: _Values, problems: list[ConfigProblem]) -> None:
     ring, invite = calls.get("ring_timeout"), calls.get("invite_lifetime")
     if ring is not None and invite is not None and invite < ring:
         problems.append(ConfigProblem(
@@ -638,8 +640,7 @@ def _check_invite_outlives_ringing(tables: Mapping[str, Any], values: _Values, p
 _PINS = ("button_pin", "call_led_pin", "status_led_pin", "relay_pin")
 
 
-def _check_pins_differ(tables: Mapping[str, Any], values: _Values, problems: list[ConfigProblem]) -> None:
-    panel, written = values["panel"], tables["panel"]
+def _check_pins_differ(table: Mapping[str, object], panel: _Values, problems: list[ConfigProblem]) -> None:
     owner_of: dict[int, str] = {}
     for name in _PINS:
         pin = panel.get(name)
@@ -647,7 +648,7 @@ def _check_pins_differ(tables: Mapping[str, Any], values: _Values, problems: lis
             continue
         if pin in owner_of:
             other = owner_of[pin]
-            default = "" if other in written else " (its default)"
+            default = "" if other in table else " (its default)"
             problems.append(ConfigProblem(
                 f"panel.{name}",
                 f"GPIO {pin} is already used by panel.{other}{default}; "
@@ -657,8 +658,7 @@ def _check_pins_differ(tables: Mapping[str, Any], values: _Values, problems: lis
             owner_of[pin] = name
 
 
-def _check_commands_differ(tables: Mapping[str, Any], values: _Values, problems: list[ConfigProblem]) -> None:
-    panel = values["panel"]
+def _check_commands_differ(table: Mapping[str, object], panel: _Values, problems: list[ConfigProblem]) -> None:
     if "open_command" in panel and panel["open_command"] == panel.get("snapshot_command"):
         problems.append(ConfigProblem(
             "panel.snapshot_command",
@@ -667,13 +667,11 @@ def _check_commands_differ(tables: Mapping[str, Any], values: _Values, problems:
         ))
 
 
-_CROSS_CHECKS = (
-    _check_credentials,
-    _check_owner_is_not_door,
-    _check_invite_outlives_ringing,
-    _check_pins_differ,
-    _check_commands_differ,
-)
+_SECTION_RULES: dict[str, tuple[Callable[[Mapping[str, object], _Values, list[ConfigProblem]], None], ...]] = {
+    "matrix": (_check_credentials, _check_owner_is_not_door),
+    "calls": (_check_invite_outlives_ringing,),
+    "panel": (_check_pins_differ, _check_commands_differ),
+}
 
 
 # --- secret files ----------------------------------------------------------------------------------------------------
@@ -718,9 +716,9 @@ def _read_secret_file(path: str, setting: str) -> str:
     return secret
 
 
-def _check_secret_files(values: _Values, problems: list[ConfigProblem]) -> None:
+def _check_secret_files(matrix: _Values, problems: list[ConfigProblem]) -> None:
     for key in ("password_file", "access_token_file"):
-        path = values["matrix"].get(key)
+        path = matrix.get(key)
         problem = _secret_file_problem(path) if path is not None else None
         if problem is not None:
             problems.append(ConfigProblem(f"matrix.{key}", problem))
@@ -729,36 +727,37 @@ def _check_secret_files(values: _Values, problems: list[ConfigProblem]) -> None:
 # --- public API ------------------------------------------------------------------------------------------------------
 
 
-def _collect(data: Mapping[str, Any], *, check_files: bool) -> tuple[_Values, list[ConfigProblem]]:
-    """Check a parsed TOML document; return the checked values per section and every problem found."""
+def _collect(data: Mapping[str, Any], *, check_files: bool) -> tuple[dict[str, _Values], list[ConfigProblem]]:
+    """Check a parsed TOML document: return the checked values of every usable section, and every problem found.
+
+    A section that is missing or not a table is unusable: it gets one problem and no follow-on ones. The other
+    sections are still checked, so the user sees everything in one run.
+    """
     problems: list[ConfigProblem] = []
     for key, value in data.items():
         if key not in _SECTIONS:
             problems.append(ConfigProblem(key, _unknown_top_level_message(key, value)))
 
-    if "matrix" not in data:
-        problems.append(ConfigProblem(
-            "matrix",
-            "missing section; add a [matrix] section with homeserver, user_id, room_id, owner and password_file "
-            "(see the commented example intercom.example.toml)",
-        ))
-        return {}, problems
-
-    tables: dict[str, Mapping[str, object]] = {}
+    values: dict[str, _Values] = {}
     for section in _SECTIONS:
-        table = data.get(section, {})
-        if not isinstance(table, dict):
+        table = data.get(section, None if section == "matrix" else {})  # only [matrix] is required
+        if table is None:
+            problems.append(ConfigProblem(
+                "matrix",
+                "missing section; add a [matrix] section with homeserver, user_id, room_id, owner and "
+                "password_file (see the commented example intercom.example.toml)",
+            ))
+        elif not isinstance(table, dict):
             problems.append(ConfigProblem(
                 section, f"expected a [{section}] section, got {_describe(table)}; write it as a [{section}] header "
                          "followed by its settings, one per line",
             ))
-            table = {}
-        tables[section] = table
-    values = {section: _check_section(section, table, problems) for section, table in tables.items()}
-    for rule in _CROSS_CHECKS:
-        rule(tables, values, problems)
-    if check_files:
-        _check_secret_files(values, problems)
+        else:
+            values[section] = _check_section(section, table, problems)
+            for rule in _SECTION_RULES.get(section, ()):
+                rule(table, values[section], problems)
+    if check_files and "matrix" in values:
+        _check_secret_files(values["matrix"], problems)
     return values, problems
 
 

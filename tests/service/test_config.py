@@ -87,7 +87,10 @@ BROKEN: dict[str, dict[str, list[str]]] = {
         "matrix.room_id": ["missing", 'add room_id = "!abc123:example.org"'],
         "matrix.owner": ["missing", 'add owner = "@alice:example.org"'],
     },
-    "missing_matrix.toml": {"matrix": ["missing section", "add a [matrix] section"]},
+    "missing_matrix.toml": {  # the other sections are still checked
+        "matrix": ["missing section", "add a [matrix] section"],
+        "calls.ring_timeout": ["from 10 to 600 seconds"],
+    },
     "two_credentials.toml": {
         "matrix.access_token": ["set together with matrix.password", "keep exactly one", "password_file"],
     },
@@ -102,7 +105,7 @@ BROKEN: dict[str, dict[str, list[str]]] = {
         "calls.ring_timeout": ['got the string "1 minute"', "like 60"],
         "calls.connect_timeout": ["from 3 to 120 seconds"],
         "panel.pin_factory": ['did you mean "lgpio"?'],
-        "panel.open_command": ["contains spaces", "single word"],
+        "panel.open_command": ["contains spaces", 'without spaces, like "!open"'],
         "panel.buton_pull_up": ["did you mean button_pull_up?"],
         "panel.call_led_pin": ["already used by panel.button_pin"],
         "audio.playback_device": ["plughw:CARD=<name>,DEV=0"],
@@ -170,6 +173,13 @@ def test_load_config_raises_with_the_same_problems(name: str) -> None:
         load_config(str(CONFIGS / name))
     assert {p.field for p in caught.value.problems} == set(BROKEN[name])
     assert not caught.value.unreadable
+
+
+@pytest.mark.parametrize("value", ['"door"', "5", "[1, 2]"])
+def test_section_that_is_not_a_table_is_one_problem(value: str) -> None:
+    problems = validate_text(f"matrix = {value}\n[calls]\nring_timeout = 5\n")
+    assert [p.field for p in problems] == ["matrix", "calls.ring_timeout"]
+    assert "expected a [matrix] section" in problems[0].message
 
 
 def test_all_problems_are_reported_at_once() -> None:
