@@ -10,9 +10,10 @@ How it fits together:
 - Each setting is declared once, as a dataclass field made by :func:`_setting`. Its metadata holds the checker
   that validates the raw TOML value and an example used in messages; its default is the dataclass default.
 - :func:`_check_section` runs those checkers over one ``[section]`` table; rules that involve several settings
-  (pins must differ, the invite must outlive the ringing, ...) run afterwards in :data:`_CROSS_CHECKS`.
+  (pins must differ, the invite must outlive the ringing, ...) run afterwards, from :data:`_SECTION_RULES`.
 - Secret files are checked last (they must exist and be private) and only read when the service asks for the
-  credential via :meth:`MatrixConfig.read_secret`, so secrets never sit in a ``Config`` or its ``repr``.
+  credential via :meth:`MatrixConfig.read_secret`, so a file's secret never sits in a ``Config``; inline
+  secrets (for quick tests) do, but are left out of its ``repr``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "CredentialKind",
     "MatrixConfig",
     "PanelConfig",
     "check_config_main",
