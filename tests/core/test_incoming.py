@@ -1,0 +1,211 @@
+"""The owner calls the door: auto-answer, candidates, select_answer, busy, negotiate, hangups."""
+
+import pytest
+
+from intercom.core import (
+    AddRemoteCandidates,
+    CallEnded,
+    CallState,
+    CloseMedia,
+    Ignored,
+    LedState,
+    LocalAnswerReady,
+    MediaFailed,
+    MediaState,
+    MediaStateChanged,
+    NegotiationAnswerReady,
+    Outcome,
+    PrepareAnswer,
+    PrepareNegotiationAnswer,
+    SetLeds,
+)
+
+from .helpers import (
+    ANSWER_SDP, DOOR_PARTY, END, OFFER_SDP, PHONE, cand, candidates, connect, hangup, invite, make_core, of,
+    received, sends, take_call,
+)
+
+CALL = "1700000000000abcdef"
+
+
+def test_owner_invite_is_answered():
+    core = make_core()
+    actions = core.handle(invite(CALL), 1.0)
+    assert of(actions, PrepareAnswer) == [PrepareAnswer(call_id=CALL, offer_sdp=OFFER_SDP)]
+    assert of(actions, SetLeds) == [SetLeds(state=LedState.ANSWERING)]
+    assert core.state is CallState.ANSWERING
+    actions = core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP, stream_id="st"), 1.3)
+    ans, eoc = sends(actions)
+    assert ans.event_type == "m.call.answer"
+    assert ans.content == {"call_id": CALL, "party_id": DOOR_PARTY, "version": "1",
+                           "answer": {"type": "answer", "sdp": ANSWER_SDP},
+                           "sdp_stream_metadata": {"st": {"purpose": "m.usermedia", "audio_muted": False,
+                                                          "video_muted": False}}}
+    assert eoc.content["candidates"] == [{"candidate": ""}]
+    assert core.state is CallState.CONNECTING
+    connect(core, CALL, 1.6)
+    assert core.state is CallState.CONNECTED and core.led is LedState.IN_CALL
+
+
+def test_v0_owner_invite_is_answered():
+    core = make_core()
+    actions = take_call(core, party=None, version=0)
+    assert sends(actions, "m.call.answer")[0].content["version"] == "1"  # we always speak v1
+
+
+def test_candidates_before_the_invite_are_kept_for_it():
+    core = make_core()
+    core.handle(candidates(CALL, cand(1)), 0.5)
+    core.handle(invite(CALL), 1.0)
+    (add,) = of(core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 1.2), AddRemoteCandidates)
+    assert add.candidates[0].candidate == cand(1)["candidate"]
+
+
+def test_candidates_wait_for_our_answer_then_flow():
+    core = make_core()
+    core.handle(invite(CALL), 1.0)
+    assert of(core.handle(candidates(CALL, cand(1)), 1.1), AddRemoteCandidates) == []
+    (add,) = of(core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 1.2), AddRemoteCandidates)
+    assert len(add.candidates) == 1
+    (add,) = of(core.handle(candidates(CALL, cand(2), END), 1.3), AddRemoteCandidates)
+    assert add.candidates[-1].is_end
+
+
+def test_candidates_from_other_parties_or_strangers_are_dropped():
+    core = make_core()
+    take_call(core, CALL)
+    assert of(core.handle(candidates(CALL, cand(1), party="OTHER"), 1.5), AddRemoteCandidates) == []
+    assert of(core.handle(candidates(CALL, cand(1), sender="@x:example.org"), 1.5), AddRemoteCandidates) == []
+
+
+def test_select_answer_for_us_is_fine_and_for_another_party_ends_quietly():
+    core = make_core()
+    take_call(core, CALL)
+    assert of(core.handle(received("m.call.select_answer", {"call_id": CALL, "party_id": PHONE, "version": "1",
+                                                             "selected_party_id": DOOR_PARTY}), 1.5), CallEnded) == []
+    actions = core.handle(received("m.call.select_answer", {"call_id": CALL, "party_id": PHONE, "version": "1",
+                                                             "selected_party_id": "ELSEWHERE"}), 1.6)
+    assert sends(actions) == []
+    assert of(actions, CallEnded)[0].summary.outcome is Outcome.ANSWERED_ELSEWHERE
+
+
+@pytest.mark.parametrize("version, party, refusal", [("1", PHONE, "m.call.reject"), (0, None, "m.call.hangup")])
+def test_a_second_call_while_busy_is_refused_for_its_version(version, party, refusal):
+    core = make_core()
+    take_call(core, CALL)
+    actions = core.handle(invite("1700000000999second", version=version, party=party), 2.0)
+    (ref,) = sends(actions)
+    assert ref.event_type == refusal and ref.content["call_id"] == "1700000000999second"
+    if refusal == "m.call.hangup":
+        assert ref.content["reason"] == "user_busy"
+    assert core.call_id == CALL and core.state is CallState.CONNECTING
+
+
+def test_duplicate_invite_is_ignored():
+    core = make_core()
+    core.handle(invite(CALL), 1.0)
+    actions = core.handle(invite(CALL), 1.1)
+    assert sends(actions) == [] and of(actions, PrepareAnswer) == []
+
+
+def test_replayed_invite_of_an_ended_call_is_ignored():
+    core = make_core()
+    take_call(core, CALL)
+    core.handle(hangup(CALL), 2.0)
+    actions = core.handle(invite(CALL), 3.0)
+    assert of(actions, PrepareAnswer) == [] and sends(actions) == []
+
+
+def test_caller_hangup_before_connect_is_cancelled():
+    core = make_core()
+    core.handle(invite(CALL), 1.0)
+    actions = core.handle(hangup(CALL), 1.1)
+    assert of(actions, CloseMedia) == [CloseMedia(call_id=CALL)]
+    assert of(actions, CallEnded)[0].summary.outcome is Outcome.CANCELLED
+    # the answer arriving afterwards is dropped and its media closed
+    late = core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 1.3)
+    assert sends(late) == [] and of(late, CloseMedia)
+
+
+@pytest.mark.parametrize("version, party, refusal", [("1", PHONE, "m.call.reject"), (0, None, "m.call.hangup")])
+def test_media_that_cannot_answer_refuses_the_call(version, party, refusal):
+    core = make_core()
+    core.handle(invite(CALL, version=version, party=party), 1.0)
+    actions = core.handle(MediaFailed(call_id=CALL, detail="camera busy"), 1.2)
+    (ref,) = sends(actions)
+    assert ref.event_type == refusal
+    assert of(actions, CallEnded)[0].summary.outcome is Outcome.FAILED
+
+
+def _negotiate(kind="offer", party=PHONE, version="1"):
+    content = {"call_id": CALL, "version": version, "lifetime": 10000, "description": {"type": kind, "sdp": OFFER_SDP}}
+    if party:
+        content["party_id"] = party
+    return received("m.call.negotiate", content)
+
+
+def test_negotiate_offer_is_answered_when_media_can():
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 1.5)
+    assert of(core.handle(_negotiate(), 5.0), PrepareNegotiationAnswer)
+    (neg,) = sends(core.handle(NegotiationAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 5.1))
+    assert neg.event_type == "m.call.negotiate" and neg.content["description"] == {"type": "answer", "sdp": ANSWER_SDP}
+    assert core.state is CallState.CONNECTED
+
+
+def test_negotiate_the_media_cannot_answer_ends_the_call_cleanly():
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 1.5)
+    core.handle(_negotiate(), 5.0)
+    actions = core.handle(MediaFailed(call_id=CALL, detail="cannot renegotiate"), 5.1)
+    (h,) = sends(actions)
+    assert h.event_type == "m.call.hangup" and h.content["reason"] == "unknown_error"
+    assert core.state is CallState.IDLE
+
+
+@pytest.mark.parametrize("event, why", [
+    (_negotiate(kind="answer"), "we sent no offer"),
+    (_negotiate(party="OTHER"), "not in this call"),
+    (_negotiate(version=0, party=None), "not in this call"),
+])
+def test_negotiates_we_must_not_act_on_are_ignored(event, why):
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 1.5)
+    actions = core.handle(event, 5.0)
+    assert of(actions, PrepareNegotiationAnswer) == [] and why in of(actions, Ignored)[0].reason
+
+
+def test_negotiate_towards_a_v0_call_is_ignored():
+    core = make_core()
+    take_call(core, CALL, party=None, version=0)
+    connect(core, CALL, 1.5)
+    actions = core.handle(_negotiate(version=0, party=None), 5.0)
+    assert of(actions, PrepareNegotiationAnswer) == [] and "version 1" in of(actions, Ignored)[0].reason
+
+
+@pytest.mark.parametrize("event_type", ["m.call.sdp_stream_metadata_changed", "m.call.asserted_identity",
+                                        "m.call.replaces", "m.call.whatever"])
+def test_other_call_events_in_a_call_are_tolerated(event_type):
+    core = make_core()
+    take_call(core, CALL)
+    actions = core.handle(received(event_type, {"call_id": CALL, "party_id": PHONE, "version": "1",
+                                                "sdp_stream_metadata": {}}), 2.0)
+    assert of(actions, Ignored) and core.state is CallState.CONNECTING
+
+
+def test_media_failure_after_connecting_hangs_up_with_ice_timeout():
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 1.5)
+    (h,) = sends(core.handle(MediaStateChanged(call_id=CALL, state=MediaState.FAILED), 9.0))
+    assert h.content["reason"] == "ice_timeout"
+
+
+def test_media_failure_before_connecting_hangs_up_with_ice_failed():
+    core = make_core()
+    take_call(core, CALL)
+    (h,) = sends(core.handle(MediaStateChanged(call_id=CALL, state=MediaState.FAILED), 3.0))
+    assert h.content["reason"] == "ice_failed"
