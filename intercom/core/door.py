@@ -129,6 +129,11 @@ class _Call:
     renegotiating_until: float | None = None
 
 
+def _ended_by_someone(call: _Call) -> Outcome:
+    """A call someone ended on purpose: completed if media had connected, else cancelled."""
+    return Outcome.COMPLETED if call.connected_at is not None else Outcome.CANCELLED
+
+
 class DoorCore:
     """The call logic of one door. See the module docstring for how to drive it."""
 
@@ -247,8 +252,7 @@ class DoorCore:
         if call is None:
             out.append(Ignored(reason="hangup requested with no call"))
             return
-        outcome = Outcome.COMPLETED if call.connected_at is not None else Outcome.CANCELLED
-        self._end(now, out, outcome, reason, self._notify_for(call), detail="ended locally")
+        self._end(now, out, _ended_by_someone(call), reason, self._notify_for(call), detail="ended locally")
 
     def _on_members(self, event: RoomMembersChanged, now: float, out: list[Action]) -> None:
         if event.room_id != self.settings.room_id:
@@ -256,7 +260,8 @@ class DoorCore:
         self._room = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule)
         problem = self.room_problem()
         if self._call is not None and problem is not None:
-            self._end(now, out, Outcome.CANCELLED, "user_hangup", self._notify_for(self._call), detail=problem)
+            self._end(now, out, _ended_by_someone(self._call), "user_hangup", self._notify_for(self._call),
+                      detail=problem)
 
     # --- media inputs --------------------------------------------------------------------------------------------
 
@@ -501,8 +506,7 @@ class DoorCore:
             return self._end(now, out, Outcome.DECLINED, msg.reason, _Notify.NOTHING, detail="the owner declined")
         if not self._from_peer(call, msg):
             return ignore("hangup from a party that is not in this call")
-        outcome = Outcome.COMPLETED if call.connected_at is not None else Outcome.CANCELLED
-        self._end(now, out, outcome, msg.reason, _Notify.NOTHING, detail="the owner hung up")
+        self._end(now, out, _ended_by_someone(call), msg.reason, _Notify.NOTHING, detail="the owner hung up")
 
     def _on_negotiate(self, call: _Call, msg: messages.Negotiate, now: float, out: list[Action],
                       ignore: Callable[[str], None]) -> None:

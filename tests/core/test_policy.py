@@ -111,3 +111,16 @@ def test_membership_of_other_rooms_does_not_matter():
     core = make_core()
     core.handle(RoomMembersChanged(room_id=OTHER_ROOM, joined=frozenset({DOOR})), 1.0)
     assert core.room_problem() is None and core.led is LedState.IDLE
+
+
+def test_the_owner_leaving_the_room_ends_the_call():
+    """The spec treats the peer leaving as a hangup."""
+    from .helpers import connect, take_call
+
+    core = make_core()
+    take_call(core, "c1")
+    connect(core, "c1", 2.0)
+    actions = core.handle(RoomMembersChanged(room_id=ROOM, joined=frozenset({DOOR})), 3.0)
+    (ended,) = of(actions, CallEnded)
+    assert ended.summary.outcome is Outcome.COMPLETED
+    assert "owner" in ended.summary.detail and core.state is CallState.IDLE
