@@ -13,13 +13,17 @@ from .actions import (
     CloseMedia,
     IceCandidate,
     Ignored,
+    OpenDoor,
+    PostSnapshot,
     PrepareAnswer,
     PrepareNegotiationAnswer,
     PrepareOffer,
     PressFeedback,
     SendCallEvent,
+    SendNotice,
     SetLeds,
 )
+from .commands import Command, CommandSettings
 from .door import CallTimings, CoreSettings, DoorCore
 from .errors import LocalCallError, MalformedCallEvent
 from .events import (
@@ -35,6 +39,7 @@ from .events import (
     MediaStateChanged,
     NegotiationAnswerReady,
     RoomMembersChanged,
+    TextMessageReceived,
     TimerDue,
 )
 from .states import CallState, Direction, LedState, Outcome

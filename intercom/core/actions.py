@@ -82,6 +82,29 @@ class CloseMedia:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OpenDoor:
+    """Pulse the door-opener relay for ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendNotice:
+    """Post a short text notice into a room (acknowledgements, refusals)."""
+
+    room_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostSnapshot:
+    """Take a still from the camera and post it into the room. Never delays the call it accompanies."""
+
+    room_id: str
+    reason: str  #: ``ring`` (a visitor pressed) or ``request`` (the owner asked)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetLeds:
     """Show this call state on the front panel."""
 
@@ -140,6 +163,9 @@ Action = (
     | ApplyAnswer
     | AddRemoteCandidates
     | CloseMedia
+    | OpenDoor
+    | SendNotice
+    | PostSnapshot
     | SetLeds
     | PressFeedback
     | CallEnded

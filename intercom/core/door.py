@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import glare, messages, policy
+from .commands import Command, CommandSettings, parse_command
 from .actions import (
     Action,
     AddRemoteCandidates,
@@ -33,11 +34,14 @@ from .actions import (
     CloseMedia,
     IceCandidate,
     Ignored,
+    OpenDoor,
+    PostSnapshot,
     PrepareAnswer,
     PrepareNegotiationAnswer,
     PrepareOffer,
     PressFeedback,
     SendCallEvent,
+    SendNotice,
     SetLeds,
 )
 from .errors import LocalCallError, MalformedCallEvent
@@ -54,6 +58,7 @@ from .events import (
     MediaStateChanged,
     NegotiationAnswerReady,
     RoomMembersChanged,
+    TextMessageReceived,
     TimerDue,
 )
 from .states import CALL_LEDS, OUTCOME_LEDS, TRANSITIONS, CallState, Direction, LedState, Outcome
@@ -94,6 +99,7 @@ class CoreSettings:
     room_id: str  #: the two-person room calls happen in
     party_id: str  #: our ``party_id`` (stable per device)
     timings: CallTimings = field(default_factory=CallTimings)
+    commands: CommandSettings = field(default_factory=CommandSettings)
 
     def __post_init__(self) -> None:
         if self.user_id == self.owner:
@@ -148,6 +154,8 @@ class DoorCore:
         self._pending: OrderedDict[str, list[tuple[str, str | None, IceCandidate]]] = OrderedDict()
         self._result: tuple[LedState, float] | None = None
         self._shown_led: LedState | None = None
+        #: When the last call (rung or connected) ended: the door may be opened for a while after it.
+        self._last_call_ended: float | None = None
 
     # --- public view ---------------------------------------------------------------------------------------------
 
@@ -207,6 +215,8 @@ class DoorCore:
                 self._on_press(now, out)
             case CallEventReceived():
                 self._on_call_event(event, now, out)
+            case TextMessageReceived():
+                self._on_text(event, now, out)
             case RoomMembersChanged():
                 self._on_members(event, now, out)
             case HomeserverConnectionChanged(online=online):
@@ -246,6 +256,7 @@ class DoorCore:
         self._move(CallState.PREPARING, now, self.settings.timings.prepare_timeout)
         out.append(PressFeedback(accepted=True))
         out.append(PrepareOffer(call_id=call_id))
+        out.append(PostSnapshot(room_id=self.settings.room_id, reason="ring"))
 
     def _on_local_hangup(self, reason: str, now: float, out: list[Action]) -> None:
         call = self._call
@@ -262,6 +273,31 @@ class DoorCore:
         if self._call is not None and problem is not None:
             self._end(now, out, _ended_by_someone(self._call), "user_hangup", self._notify_for(self._call),
                       detail=problem)
+
+    def _on_text(self, event: TextMessageReceived, now: float, out: list[Action]) -> None:
+        cmds = self.settings.commands
+        command = None if event.sender == self.settings.user_id else parse_command(event.body, cmds)
+        if command is None:
+            return
+        if event.sender != self.settings.owner or event.room_id != self.settings.room_id:
+            return out.append(Ignored(reason=f"{command.value} command not from the owner in the configured room",
+                                      event_type="m.room.message", sender=str(event.sender)[:255]))
+        if (event.age_ms or 0) > cmds.max_age * 1000:
+            return out.append(Ignored(reason=f"{command.value} command is too old to act on",
+                                      event_type="m.room.message", sender=event.sender))
+        room = self.settings.room_id
+        if command is Command.SNAPSHOT:
+            return out.append(PostSnapshot(room_id=room, reason="request"))
+        in_window = self._call is not None or (
+            self._last_call_ended is not None and now - self._last_call_ended <= cmds.open_window)
+        if in_window:
+            out.append(OpenDoor(seconds=cmds.relay_pulse))
+            out.append(SendNotice(room_id=room, text=f"Door opened for {cmds.relay_pulse:g} s."))
+        else:
+            out.append(SendNotice(room_id=room, text=(
+                f"Not opened: the door opens only during a call or within {cmds.open_window:g} s after one.")))
+            out.append(Ignored(reason="open command outside a call", event_type="m.room.message",
+                               sender=event.sender))
 
     # --- media inputs --------------------------------------------------------------------------------------------
 
@@ -581,6 +617,7 @@ class DoorCore:
             detail=detail, started_at=call.started_at, connected_at=call.connected_at, ended_at=now)))
         self._move(CallState.IDLE, now, None)
         self._call = None
+        self._last_call_ended = now
         self._remember_finished(call.call_id)
         self._result = (OUTCOME_LEDS[outcome], now + s.timings.ended_display)
 

@@ -35,6 +35,16 @@ class CallEventReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TextMessageReceived:
+    """A text message arrived in a room the door is in (a possible command such as ``!open``)."""
+
+    room_id: str
+    sender: str
+    body: Any
+    age_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RoomMembersChanged:
     """The joined members (and join rule) of a room are now these."""
 
@@ -119,6 +129,7 @@ class HangupRequested:
 Event = (
     ButtonPressed
     | CallEventReceived
+    | TextMessageReceived
     | RoomMembersChanged
     | HomeserverConnectionChanged
     | LocalOfferReady

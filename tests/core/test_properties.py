@@ -31,11 +31,13 @@ from intercom.core import (
     MediaState,
     MediaStateChanged,
     NegotiationAnswerReady,
+    OpenDoor,
     PrepareAnswer,
     PrepareNegotiationAnswer,
     PrepareOffer,
     RoomMembersChanged,
     SendCallEvent,
+    TextMessageReceived,
     TimerDue,
 )
 from intercom.core.messages import _OPAQUE_ID
@@ -237,7 +239,7 @@ def hostile_content(draw):
 
 @st.composite
 def hostile_event(draw, call_ids: list[str]):
-    kind = draw(st.sampled_from(["call"] * 6 + ["press", "media", "members", "online", "timer", "hangup"]))
+    kind = draw(st.sampled_from(["call"] * 6 + ["text", "press", "media", "members", "online", "timer", "hangup"]))
     known = st.sampled_from(call_ids) if call_ids else CALL_IDS
     match kind:
         case "call":
@@ -245,6 +247,12 @@ def hostile_event(draw, call_ids: list[str]):
                 room_id=draw(st.sampled_from([ROOM, "!other:example.org"])),
                 sender=draw(st.sampled_from([OWNER, STRANGER, DOOR, "", "not-a-user"])),
                 event_type=draw(EVENT_TYPES), content=draw(hostile_content()),
+                age_ms=draw(st.none() | st.integers(-(2**40), 2**40)))
+        case "text":
+            return TextMessageReceived(
+                room_id=draw(st.sampled_from([ROOM, "!other:example.org"])),
+                sender=draw(st.sampled_from([OWNER, STRANGER, DOOR])),
+                body=draw(st.sampled_from(["!open", "!snapshot", "!OPEN now", "hi"]) | JSON),
                 age_ms=draw(st.none() | st.integers(-(2**40), 2**40)))
         case "press":
             return ButtonPressed()
@@ -270,6 +278,7 @@ def hostile_event(draw, call_ids: list[str]):
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_hostile_sequences_never_raise_and_never_answer_anyone_but_the_owner(data):
+    """Nor open the door for anyone else."""
     core = make_core()
     now = 0.0
     call_ids: list[str] = []
@@ -281,6 +290,8 @@ def test_hostile_sequences_never_raise_and_never_answer_anyone_but_the_owner(dat
             assert not (isinstance(action, Ignored) and action.reason.startswith("internal error")), action
             if isinstance(action, PrepareOffer):
                 call_ids.append(action.call_id)
+            if isinstance(action, OpenDoor):
+                assert isinstance(event, TextMessageReceived) and event.sender == OWNER and event.room_id == ROOM
             if isinstance(action, PrepareAnswer):
                 # The only way to an answer: a live owner invite in the configured room, addressed to us or anyone.
                 assert isinstance(event, CallEventReceived) and event.event_type == "m.call.invite"

@@ -1,0 +1,41 @@
+"""Room commands from the owner: ``!open`` (pulse the door relay) and ``!snapshot`` (post a fresh picture).
+
+A command is a text message whose first word is the command (case-insensitive), so ``!open`` and ``!Open please``
+both count, while a sentence that merely mentions ``!open`` does not.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Command(enum.Enum):
+    OPEN = "open"
+    SNAPSHOT = "snapshot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandSettings:
+    open_command: str = "!open"
+    snapshot_command: str = "!snapshot"
+    #: The door opens only while a call rings or runs, or within this many seconds after it ended.
+    open_window: float = 60.0
+    #: How long the relay is energised.
+    relay_pulse: float = 3.0
+    #: Commands older than this are ignored: a replayed ``!open`` from history must never open the door.
+    max_age: float = 30.0
+
+
+def parse_command(body: object, settings: CommandSettings) -> Command | None:
+    """The command in a message body, or None."""
+    if not isinstance(body, str) or len(body) > 1000:
+        return None
+    words = body.strip().split(maxsplit=1)
+    if not words:
+        return None
+    first = words[0].casefold()
+    for command, word in ((Command.OPEN, settings.open_command), (Command.SNAPSHOT, settings.snapshot_command)):
+        if first == word.casefold():
+            return command
+    return None

@@ -1,0 +1,103 @@
+"""Owner commands in the room: !open only by the owner, only during or shortly after a call; !snapshot."""
+
+import pytest
+
+from intercom.core import (
+    ButtonPressed,
+    CommandSettings,
+    Ignored,
+    OpenDoor,
+    PostSnapshot,
+    SendNotice,
+    TextMessageReceived,
+    TimerDue,
+)
+from intercom.core.commands import Command, parse_command
+
+from .helpers import DOOR, OTHER_ROOM, OWNER, ROOM, STRANGER, connect, hangup, make_core, of, take_call
+
+
+def text(body, *, sender=OWNER, room_id=ROOM, age_ms=500):
+    return TextMessageReceived(room_id=room_id, sender=sender, body=body, age_ms=age_ms)
+
+
+@pytest.mark.parametrize("body, command", [
+    ("!open", Command.OPEN), ("  !OPEN please", Command.OPEN), ("!snapshot", Command.SNAPSHOT),
+    ("please !open", None), ("!opener", None), ("", None), (None, None), (["!open"], None), ("!open" * 300, None),
+])
+def test_command_is_the_first_word(body, command):
+    assert parse_command(body, CommandSettings()) is command
+
+
+def test_configured_command_words_are_used():
+    assert parse_command("/door", CommandSettings(open_command="/door")) is Command.OPEN
+    assert parse_command("!open", CommandSettings(open_command="/door")) is None
+
+
+def _in_call():
+    core = make_core()
+    take_call(core, "c1", now=1.0)
+    connect(core, "c1", 2.0)
+    return core
+
+
+def test_owner_opens_the_door_during_a_call_and_it_is_acknowledged():
+    core = _in_call()
+    actions = core.handle(text("!open"), 10.0)
+    assert of(actions, OpenDoor) == [OpenDoor(seconds=3.0)]
+    (notice,) = of(actions, SendNotice)
+    assert notice.room_id == ROOM and "opened" in notice.text
+
+
+def test_door_opens_within_the_window_after_a_call_and_not_after():
+    core = _in_call()
+    core.handle(hangup("c1"), 20.0)
+    assert of(core.handle(text("!open"), 79.0), OpenDoor)
+    actions = core.handle(text("!open"), 81.0)
+    assert of(actions, OpenDoor) == []
+    assert "only during a call" in of(actions, SendNotice)[0].text
+
+
+def test_door_opens_while_our_call_rings_and_after_a_missed_ring():
+    """Owners on Element X get the picture but cannot take the call: they can still open for the visitor."""
+    core = make_core(ring_timeout=30)
+    core.handle(ButtonPressed(), 1.0)
+    assert of(core.handle(text("!open"), 2.0), OpenDoor)
+    core.handle(TimerDue(), 40.0)  # the ring times out at 31
+    assert of(core.handle(text("!open"), 60.0), OpenDoor)
+
+
+def test_no_open_without_any_call():
+    core = make_core()
+    actions = core.handle(text("!open"), 5.0)
+    assert of(actions, OpenDoor) == [] and of(actions, SendNotice)
+
+
+@pytest.mark.parametrize("event, why", [
+    (text("!open", sender=STRANGER), "not from the owner"),
+    (text("!open", room_id=OTHER_ROOM), "not from the owner in the configured room"),
+    (text("!open", age_ms=31_000), "too old"),
+    (text("!snapshot", sender=STRANGER), "not from the owner"),
+])
+def test_commands_from_anyone_else_or_from_history_do_nothing(event, why):
+    core = _in_call()
+    actions = core.handle(event, 10.0)
+    assert of(actions, OpenDoor) == [] and of(actions, SendNotice) == [] and of(actions, PostSnapshot) == []
+    assert why in of(actions, Ignored)[0].reason
+
+
+def test_our_own_messages_are_never_commands():
+    core = _in_call()
+    assert core.handle(text("!open", sender=DOOR), 10.0) == []
+
+
+def test_snapshot_on_request_and_on_every_ring():
+    core = make_core()
+    assert of(core.handle(text("!snapshot"), 5.0), PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="request")]
+    actions = core.handle(ButtonPressed(), 6.0)
+    assert of(actions, PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="ring")]
+
+
+def test_ordinary_chat_is_not_reported():
+    core = _in_call()
+    assert core.handle(text("hello, who is there?"), 10.0) == []
