@@ -1,0 +1,408 @@
+"""The media engine: one aiortc peer connection per call, with the door's microphone, speaker and camera.
+
+The orchestrator drives it with the core's actions (offer, answer, candidates, renegotiation, close) and hears back
+through ``on_state(call_id, state)``. Every public coroutine raises only :class:`MediaError`, whose message says
+which call and which step failed; the orchestrator turns it into a hangup.
+
+What the engine decides so that the peers at the other end work (shared notes, protocol.md §0 and §5):
+
+- ICE servers are always an explicit list (aiortc falls back to a public STUN server on None), ordered UDP first
+  because aiortc uses only the first TURN URI; bundle policy is max-bundle, as Element uses.
+- An answer has media sections only for the kinds the offer has (aiortc 1.16 fails on a video track added before
+  answering an audio-only offer); the door's video is ``sendonly`` (the door shows no picture, so it should not spend
+  bandwidth and CPU receiving one) or ``inactive`` without a camera.
+- Video goes out as H.264 from the camera's own encoder when H.264 is negotiated; otherwise (VP8 for Nheko) as raw
+  frames that aiortc encodes.
+- The msid stream id of the local SDP is returned for ``sdp_stream_metadata``.
+- Devices (microphone, speaker, camera) open only when the connection is up, so a call that never connects (the
+  losing side of glare, an unanswered invite) never holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+
+from .aec import EchoCanceller, create_echo_canceller
+from .alsa import AlsaError, PcmConfig
+from .audio import AudioTap, MicrophoneTrack, SpeakerSink
+from .camera import Camera, CameraConfig, create_camera
+from .errors import MediaError
+from .ice import restrict_host_addresses, rtc_ice_servers
+from .playout import install_low_latency_audio
+from .sdp import candidate_from_matrix, local_stream_id, parse_sections, sending_codec
+from .settings import IceServer, LocalDescription, MediaSettings
+from .video import CameraTrack, install_keyframe_hook
+
+logger = logging.getLogger(__name__)
+
+StateCallback = Callable[[str, str], None]
+CameraFactory = Callable[[str], "Camera | None"]
+RemoteVideoCallback = Callable[[str, MediaStreamTrack], None]
+AudioTapFactory = Callable[[str], "AudioTap | None"]
+
+VIDEO_CODECS = ("H264", "VP8")
+"Video codecs the door offers and accepts, most preferred first: H.264 can come pre-encoded from the camera."
+
+
+@dataclass(eq=False)
+class _Call:
+    """Everything one call owns, so that ``close`` can release all of it."""
+
+    call_id: str
+    pc: RTCPeerConnection
+    echo_canceller: EchoCanceller | None = None
+    microphone: MicrophoneTrack | None = None
+    camera_track: CameraTrack | None = None
+    speaker: SpeakerSink | None = None
+    remote_audio: MediaStreamTrack | None = None
+    audio_tap: AudioTap | None = None
+    speaker_task: asyncio.Task | None = None
+    candidates_ended: bool = False
+    connected: bool = False
+    closing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class MediaEngine:
+    """Creates, negotiates and closes the peer connections of the door's calls."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        on_state: StateCallback,
+        *,
+        camera_factory: CameraFactory | None = None,
+        on_remote_video: RemoteVideoCallback | None = None,
+        audio_tap: AudioTapFactory | None = None,
+        video_codecs: Sequence[str] = VIDEO_CODECS,
+    ) -> None:
+        """
+        :param camera_factory: makes the camera for a call (by call id) instead of ``settings.camera``; tests and
+            benchmarks pass instrumented cameras.
+        :param on_remote_video: if given, the door also receives video and hands each remote video track to it
+            (the caller must consume it). Otherwise the door's video is send-only.
+        :param audio_tap: makes an :class:`AudioTap` per call, to observe audio at the ALSA boundary.
+        :param video_codecs: video codecs to offer and accept, most preferred first (a subset of ``VIDEO_CODECS``).
+        """
+        self._settings = settings
+        self._on_state = on_state
+        self._camera_factory = camera_factory
+        self._on_remote_video = on_remote_video
+        self._audio_tap = audio_tap
+        self._video_codecs = tuple(video_codecs)
+        self._calls: dict[str, _Call] = {}
+        self._camera_config = CameraConfig(
+            width=settings.width,
+            height=settings.height,
+            framerate=settings.framerate,
+            bitrate_kbps=settings.bitrate_kbps,
+            keyframe_interval=settings.keyframe_interval,
+        )
+        period_frames = settings.sample_rate * settings.period_ms // 1000
+        self._capture_config = PcmConfig(
+            device=settings.capture_device,
+            rate=settings.sample_rate,
+            period_frames=period_frames,
+            periods=settings.capture_periods,
+            pace=settings.pace_audio,
+        )
+        self._playback_config = PcmConfig(
+            device=settings.playback_device,
+            rate=settings.sample_rate,
+            period_frames=period_frames,
+            periods=settings.playback_periods,
+            pace=settings.pace_audio,
+        )
+
+    # -- the orchestrator's API ----------------------------------------------------------------------------------
+
+    async def create_offer(self, call_id: str, ice_servers: Sequence[IceServer]) -> LocalDescription:
+        """Start an outgoing call: a new peer connection with microphone and camera, and its offer."""
+        call = self._new_call(call_id, ice_servers)
+        try:
+            self._add_audio(call)
+            self._add_video(call, offered=True)
+            return await self._set_local(call, await call.pc.createOffer())
+        except MediaError:
+            await self.close(call_id)
+            raise
+        except Exception as exc:
+            await self.close(call_id)
+            raise MediaError(f"call {call_id}: creating the offer failed: {exc}") from exc
+
+    async def create_answer(
+        self, call_id: str, offer_sdp: str, ice_servers: Sequence[IceServer]
+    ) -> LocalDescription:
+        """Answer an incoming call, with media only for the kinds the offer has."""
+        try:
+            sections = parse_sections(offer_sdp)
+        except ValueError as exc:
+            raise MediaError(f"call {call_id}: the offer is not valid SDP: {exc}") from exc
+        kinds = [section.kind for section in sections]
+        call = self._new_call(call_id, ice_servers)
+        try:
+            # Transceivers are created in the offer's order before setRemoteDescription, which adopts them; this
+            # is the only way to give the answer our video codec preference (H.264 first).
+            for kind in kinds:
+                if kind == "audio" and call.microphone is None:
+                    self._add_audio(call)
+                elif kind == "video" and not any(t.kind == "video" for t in call.pc.getTransceivers()):
+                    self._add_video(call, offered=False)
+            await call.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            return await self._set_local(call, await call.pc.createAnswer())
+        except MediaError:
+            await self.close(call_id)
+            raise
+        except Exception as exc:
+            await self.close(call_id)
+            raise MediaError(f"call {call_id}: answering the offer failed: {exc}") from exc
+
+    async def apply_answer(self, call_id: str, answer_sdp: str) -> None:
+        """Apply the peer's answer to our offer."""
+        call = self._call(call_id)
+        try:
+            await call.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            self._choose_video_mode(call, answer_sdp)
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: applying the answer failed: {exc}") from exc
+
+    async def add_remote_candidates(self, call_id: str, candidates: Sequence[Mapping]) -> None:
+        """Add trickled remote candidates (Matrix ``m.call.candidates`` entries).
+
+        ``{"candidate": ""}`` is end-of-candidates; aiortc rejects candidates after it, so later ones (a peer
+        restarting ICE resets its own flag) are ignored. Malformed entries are logged and skipped.
+        """
+        call = self._call(call_id)
+        for entry in candidates:
+            try:
+                candidate = candidate_from_matrix(entry)
+            except ValueError as exc:
+                logger.warning("call %s: skipping remote candidate: %s", call_id, exc)
+                continue
+            if call.candidates_ended:
+                logger.info("call %s: ignoring a remote candidate after end-of-candidates", call_id)
+                continue
+            try:
+                await call.pc.addIceCandidate(candidate)
+            except Exception as exc:
+                logger.warning("call %s: aiortc refused remote candidate %r: %s", call_id, entry, exc)
+                continue
+            if candidate is None:
+                call.candidates_ended = True
+
+    async def answer_renegotiation(self, call_id: str, offer_sdp: str) -> LocalDescription:
+        """Answer an ``m.call.negotiate`` offer, if aiortc can: same media sections and ICE credentials.
+
+        Hold and resume only change directions, which aiortc answers. An ICE restart (new ufrag, what js-sdk sends
+        after a network change) or added/removed sections are beyond aiortc 1.16 and raise :class:`MediaError`.
+        """
+        call = self._call(call_id)
+        pc = call.pc
+        if pc.signalingState != "stable" or pc.remoteDescription is None:
+            raise MediaError(f"call {call_id}: cannot renegotiate in signaling state {pc.signalingState!r}")
+        try:
+            new = parse_sections(offer_sdp)
+            old = parse_sections(pc.remoteDescription.sdp)
+        except ValueError as exc:
+            raise MediaError(f"call {call_id}: the renegotiation offer is not valid SDP: {exc}") from exc
+        if [(s.kind, s.mid) for s in new] != [(s.kind, s.mid) for s in old]:
+            raise MediaError(f"call {call_id}: the renegotiation changes the media sections, which aiortc cannot do")
+        if {s.ice_ufrag for s in new} != {s.ice_ufrag for s in old}:
+            raise MediaError(f"call {call_id}: the renegotiation restarts ICE, which aiortc cannot do")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            return await self._set_local(call, await pc.createAnswer())
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: answering the renegotiation failed: {exc}") from exc
+
+    async def close(self, call_id: str) -> None:
+        """End a call: close the connection, stop every thread, release the devices, then report ``closed``.
+
+        Idempotent: closing an unknown or already closed call does nothing. Never raises; failures are logged.
+        """
+        call = self._calls.get(call_id)
+        if call is None:
+            return
+        if call.closing:
+            await call.closed.wait()
+            return
+        call.closing = True
+        try:
+            await call.pc.close()
+        except Exception:
+            logger.exception("call %s: closing the peer connection failed", call_id)
+        if call.speaker_task is not None:
+            await asyncio.gather(call.speaker_task, return_exceptions=True)
+        for part in (call.speaker, call.microphone, call.camera_track):
+            if part is None:
+                continue
+            try:
+                await part.aclose()
+            except Exception:
+                logger.exception("call %s: closing %s failed", call_id, type(part).__name__)
+        del self._calls[call_id]
+        call.closed.set()
+        self._report(call_id, "closed")
+
+    async def close_all(self) -> None:
+        """Close every call (at shutdown)."""
+        await asyncio.gather(*(self.close(call_id) for call_id in list(self._calls)))
+
+    # -- building a call -----------------------------------------------------------------------------------------
+
+    def _new_call(self, call_id: str, ice_servers: Sequence[IceServer]) -> _Call:
+        if call_id in self._calls:
+            raise MediaError(f"call {call_id} already exists")
+        try:
+            configuration = RTCConfiguration(
+                iceServers=rtc_ice_servers(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+            )
+            pc = RTCPeerConnection(configuration)
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: bad ICE server list: {exc}") from exc
+        call = _Call(call_id=call_id, pc=pc)
+        call.audio_tap = self._audio_tap(call_id) if self._audio_tap else None
+        if self._settings.echo_cancellation:
+            call.echo_canceller = create_echo_canceller(
+                self._capture_config.period_frames, self._settings.sample_rate, self._settings.aec_tail_ms
+            )
+        self._calls[call_id] = call
+
+        @pc.on("connectionstatechange")
+        def on_connection_state() -> None:
+            self._on_connection_state(call)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._on_remote_track(call, track)
+
+        return call
+
+    def _add_audio(self, call: _Call) -> None:
+        call.microphone = MicrophoneTrack(self._capture_config, call.echo_canceller, call.audio_tap)
+        call.pc.addTrack(call.microphone)
+
+    def _add_video(self, call: _Call, offered: bool) -> None:
+        """The video transceiver: send-only with a camera, receive-only for a viewer, else none (offer) or inactive."""
+        camera = self._make_camera(call.call_id)
+        receive = self._on_remote_video is not None
+        if camera is not None:
+            call.camera_track = CameraTrack(camera)
+            sender = call.pc.addTrack(call.camera_track)
+            transceiver = self._transceiver_of(call.pc, sender)
+            transceiver.direction = "sendrecv" if receive else "sendonly"
+            install_keyframe_hook(sender)
+        elif receive:
+            transceiver = call.pc.addTransceiver("video", direction="recvonly")
+        elif offered:
+            return
+        else:
+            transceiver = call.pc.addTransceiver("video", direction="inactive")
+        transceiver.setCodecPreferences(self._video_capabilities())
+
+    def _make_camera(self, call_id: str) -> Camera | None:
+        try:
+            if self._camera_factory is not None:
+                return self._camera_factory(call_id)
+            return create_camera(self._settings.camera, self._camera_config)
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: cannot create the camera: {exc}") from exc
+
+    def _video_capabilities(self):
+        capabilities = RTCRtpSender.getCapabilities("video").codecs
+        preferred = [c for name in self._video_codecs for c in capabilities if c.name == name]
+        return preferred + [c for c in capabilities if c.name == "rtx"]
+
+    @staticmethod
+    def _transceiver_of(pc: RTCPeerConnection, sender: RTCRtpSender) -> RTCRtpTransceiver:
+        return next(t for t in pc.getTransceivers() if t.sender is sender)
+
+    async def _set_local(self, call: _Call, description: RTCSessionDescription) -> LocalDescription:
+        """setLocalDescription (which gathers every candidate), then pick the video mode if this was an answer."""
+        if self._settings.host_addresses is not None:
+            restrict_host_addresses(call.pc, self._settings.host_addresses)
+        for transceiver in call.pc.getTransceivers():
+            if transceiver.kind == "audio":
+                install_low_latency_audio(transceiver.receiver)
+        await call.pc.setLocalDescription(description)
+        if call.closing:
+            raise MediaError(f"call {call.call_id} was closed while gathering candidates")
+        sdp = call.pc.localDescription.sdp
+        if description.type == "answer":
+            self._choose_video_mode(call, sdp)
+        return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp))
+
+    def _choose_video_mode(self, call: _Call, answer_sdp: str) -> None:
+        """H.264 from the camera's encoder if H.264 goes out, else raw frames for aiortc's encoder (VP8)."""
+        track = call.camera_track
+        if track is None:
+            return
+        codec = sending_codec(answer_sdp, "video")
+        track.use_encoded(codec == "H264" and self._settings.prefer_encoded_video)
+        logger.info("call %s: video goes out as %s (%s)", call.call_id, codec,
+                    "camera's H.264" if track.encoded else "encoded by aiortc")
+
+    # -- events from aiortc --------------------------------------------------------------------------------------
+
+    def _on_remote_track(self, call: _Call, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and call.remote_audio is None:
+            call.remote_audio = track
+        elif track.kind == "video" and self._on_remote_video is not None:
+            self._on_remote_video(call.call_id, track)
+
+    def _on_connection_state(self, call: _Call) -> None:
+        state = call.pc.connectionState
+        logger.info("call %s: connection %s", call.call_id, state)
+        if call.closing:
+            return
+        if state == "connected" and not call.connected:
+            call.connected = True
+            call.speaker_task = asyncio.ensure_future(self._start_speaker(call))
+            self._report(call.call_id, "connected")
+        elif state == "failed":
+            self._report(call.call_id, "failed")
+        elif state == "closed":
+            # Not our close(): the peer closed its DTLS session (a browser does on hangup) and aiortc closed the
+            # connection for good. Reported as "disconnected", since the hangup event usually follows.
+            self._report(call.call_id, "disconnected")
+
+    async def _start_speaker(self, call: _Call) -> None:
+        if call.remote_audio is None or call.speaker is not None:
+            return
+        speaker = SpeakerSink(
+            call.remote_audio, self._playback_config, self._settings.playout_max_ms, call.echo_canceller,
+            call.audio_tap,
+        )
+        try:
+            await speaker.start()
+        except AlsaError as exc:
+            logger.error("call %s: %s; the call goes on without sound at the door", call.call_id, exc)
+            return
+        call.speaker = speaker
+
+    def _report(self, call_id: str, state: str) -> None:
+        try:
+            self._on_state(call_id, state)
+        except Exception:
+            logger.exception("on_state(%s, %s) raised", call_id, state)
+
+    def _call(self, call_id: str) -> _Call:
+        call = self._calls.get(call_id)
+        if call is None or call.closing:
+            raise MediaError(f"unknown call {call_id}")
+        return call

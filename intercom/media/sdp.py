@@ -1,0 +1,113 @@
+"""The SDP and candidate facts the engine needs, read without side effects.
+
+aiortc parses SDP inside ``setRemoteDescription``; the engine must know some things before that (which media
+kinds an offer has, whether a renegotiation is an ICE restart) and some after (which codec the video goes out
+with, which msid the local stream has). Everything here is a pure function of strings and dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aiortc import RTCIceCandidate
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+
+@dataclass(frozen=True)
+class MediaSection:
+    """One ``m=`` section of an SDP."""
+
+    kind: str
+    "``audio``, ``video`` or ``application``."
+    mid: str | None
+    direction: str | None
+    codecs: tuple[str, ...]
+    """Codec names in the section's order of preference, e.g. ``("H264", "VP8", "rtx")``."""
+    ice_ufrag: str | None
+
+
+def parse_sections(sdp: str) -> list[MediaSection]:
+    """The media sections of an SDP; raises ValueError if aiortc cannot parse it."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted types on malformed input
+        raise ValueError(f"unparsable SDP: {exc}") from exc
+    sections = []
+    for media in description.media:
+        codecs = tuple(codec.name for codec in media.rtp.codecs)
+        sections.append(
+            MediaSection(
+                kind=media.kind,
+                mid=media.rtp.muxId,
+                direction=media.direction,
+                codecs=codecs,
+                ice_ufrag=media.ice.usernameFragment if media.ice else None,
+            )
+        )
+    return sections
+
+
+def local_stream_id(sdp: str) -> str | None:
+    """The msid stream id of the first sending track (``a=msid:<stream> <track>``), for ``sdp_stream_metadata``.
+
+    aiortc uses one stream id for all tracks of a peer connection. Sections that do not send (recvonly, inactive)
+    carry an msid too, but no remote feed comes of them, so they are not taken.
+    """
+    direction = None
+    msid = None
+    for line in sdp.splitlines() + ["m="]:
+        if line.startswith("m="):
+            if msid is not None and direction in ("sendrecv", "sendonly", None):
+                return msid
+            direction = msid = None
+        elif line.startswith("a=msid:"):
+            parts = line[len("a=msid:") :].split()
+            if parts and parts[0] != "-":
+                msid = parts[0]
+        elif line[2:] in ("sendrecv", "sendonly", "recvonly", "inactive") and line.startswith("a="):
+            direction = line[2:]
+    return None
+
+
+def sending_codec(sdp: str, kind: str) -> str | None:
+    """The codec a section of ``kind`` sends with: the first non-RTX codec of an answer (or of our own answer)."""
+    for section in parse_sections(sdp):
+        if section.kind == kind:
+            return next((name for name in section.codecs if name.lower() not in ("rtx", "red", "ulpfec")), None)
+    return None
+
+
+def candidate_from_matrix(entry: Mapping) -> RTCIceCandidate | None:
+    """An aiortc candidate from one ``m.call.candidates`` entry; None for end-of-candidates (``candidate: ""``).
+
+    Raises ValueError for anything malformed: a non-string candidate, no ``sdpMid``/``sdpMLineIndex``, or an SDP
+    attribute aiortc cannot parse.
+    """
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"candidate entry is not an object: {entry!r}")
+    text = entry.get("candidate")
+    if not isinstance(text, str):
+        raise ValueError(f"candidate is not a string: {text!r}")
+    text = text.strip()
+    if text == "":
+        return None
+    if text.startswith("a="):
+        text = text[2:]
+    if text.startswith("candidate:"):
+        text = text[len("candidate:") :]
+    mid = entry.get("sdpMid")
+    index = entry.get("sdpMLineIndex")
+    if mid is not None and not isinstance(mid, str):
+        raise ValueError(f"sdpMid is not a string: {mid!r}")
+    if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 0):
+        raise ValueError(f"sdpMLineIndex is not a non-negative integer: {index!r}")
+    if mid is None and index is None:
+        raise ValueError("candidate has neither sdpMid nor sdpMLineIndex")
+    try:
+        candidate = candidate_from_sdp(text)
+    except Exception as exc:
+        raise ValueError(f"unparsable candidate {text!r}: {exc}") from exc
+    candidate.sdpMid = mid
+    candidate.sdpMLineIndex = index
+    return candidate

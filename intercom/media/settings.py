@@ -1,0 +1,76 @@
+"""Parameter objects of the media layer: what the orchestrator passes in and gets back.
+
+Plain frozen dataclasses with no aiortc types in them, so that the orchestrator and the configuration code can
+build them without importing aiortc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN or TURN server, as the homeserver's ``/voip/turnServer`` lists it."""
+
+    urls: tuple[str, ...]
+    "The server's URIs (``stun:``, ``turn:``, ``turns:``). aiortc uses only the first usable one of each kind."
+    username: str | None = None
+    "TURN user name (``<expiry>:<mxid>`` for the shared-secret scheme)."
+    credential: str | None = None
+    "TURN password."
+
+
+@dataclass(frozen=True)
+class LocalDescription:
+    """The local SDP of a call, ready to be sent in ``m.call.invite``/``answer``/``negotiate``."""
+
+    sdp: str
+    "The complete SDP. aiortc does not trickle, so every local candidate is already in it."
+    stream_id: str | None
+    """The msid stream id of the local media (``a=msid:<stream> <track>``), the key to use for
+    ``sdp_stream_metadata``; ``None`` when the SDP carries no local track (then leave the metadata out)."""
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    """How the door captures, plays and sends media. Built from the configuration file."""
+
+    capture_device: str
+    "ALSA PCM name of the microphone, by card name, e.g. ``plughw:CARD=Device,DEV=0`` (indices move between boots)."
+    playback_device: str
+    "ALSA PCM name of the speaker, by card name."
+    echo_cancellation: bool
+    "Cancel the speaker's echo from the microphone signal (speexdsp) before it is sent."
+    camera: str
+    '``"picamera2"`` on the Pi, ``"synthetic"`` for a generated test scene, ``"none"`` to send no video.'
+    width: int
+    height: int
+    framerate: int
+    bitrate_kbps: int
+    "Target bitrate of the door's own H.264 encoder (picamera2 or the synthetic camera's libx264)."
+    keyframe_interval: float
+    "Seconds between periodic keyframes; PLI/FIR requests get one sooner."
+
+    sample_rate: int = 48000
+    "ALSA rate for both directions. Opus runs at 48 kHz, so nothing is resampled on the way."
+    period_ms: int = 20
+    "ALSA period; 20 ms is one Opus frame, so each period is encoded as soon as it is read."
+    capture_periods: int = 4
+    "ALSA capture buffer in periods. Only a slow reader makes it fill; it never adds latency by itself."
+    playback_periods: int = 2
+    """ALSA playback buffer in periods. The playback thread keeps it full, so this is the speaker-side latency
+    (2 × 20 ms); one period of it is the margin that network and scheduling jitter may eat before an underrun."""
+    playout_max_ms: int = 60
+    "Received audio waiting for the speaker beyond this is dropped (oldest first): clock drift never builds latency."
+    aec_tail_ms: int = 200
+    "Echo tail the canceller models: the speaker-to-microphone path, including the room's reverberation."
+    prefer_encoded_video: bool = True
+    """Send the camera's own H.264 (hardware on a Pi 4) when H.264 is negotiated. False makes aiortc encode raw
+    frames itself, as it always does for VP8."""
+    pace_audio: bool = False
+    """Emulate a sound card's clock. Only for ALSA ``file``/``null`` PCMs (tests, benchmarks), which never block;
+    real devices pace themselves."""
+    host_addresses: tuple[str, ...] | None = None
+    """Restrict ICE host candidates to these local addresses (tests use ``("127.0.0.1",)``); None = all
+    interfaces."""

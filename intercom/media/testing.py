@@ -1,0 +1,126 @@
+"""Two media engines talking over loopback, with ALSA ``file`` devices for microphone and speaker.
+
+Shared by the tests and the benchmarks, which must build their peers exactly the way the door does (through
+:class:`~intercom.media.engine.MediaEngine`), only with files for sound devices and 127.0.0.1 for a network.
+
+The ALSA side needs the test configuration (``tests/media/asound.conf``), which defines two PCMs taking a file
+name as argument: ``intercom_test_mic:IN="in.raw"`` reads a raw s16le recording as the microphone and
+``intercom_test_speaker:OUT="out.raw"`` writes what the speaker plays. :func:`use_alsa_test_config` must run before
+the process opens its first ALSA device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .engine import MediaEngine
+from .settings import MediaSettings
+
+STOCK_ALSA_CONFIG = "/usr/share/alsa/alsa.conf"
+
+
+def use_alsa_test_config(config: Path) -> None:
+    """Make libasound load ``config`` after its stock configuration (ALSA_CONFIG_PATH is a colon list)."""
+    os.environ["ALSA_CONFIG_PATH"] = f"{STOCK_ALSA_CONFIG}:{config}"
+
+
+def mic_device(path: Path) -> str:
+    return f'intercom_test_mic:IN="{path}"'
+
+
+def speaker_device(path: Path) -> str:
+    return f'intercom_test_speaker:OUT="{path}"'
+
+
+def write_raw(path: Path, samples: np.ndarray) -> None:
+    path.write_bytes(samples.astype("<i2").tobytes())
+
+
+def read_raw(path: Path) -> np.ndarray:
+    return np.frombuffer(path.read_bytes(), dtype="<i2").astype(np.int16)
+
+
+def loopback_settings(mic: Path, speaker: Path, **overrides) -> MediaSettings:
+    """Settings for a test peer: file devices with an emulated sound-card clock, ICE on 127.0.0.1 only."""
+    settings = MediaSettings(
+        capture_device=mic_device(mic),
+        playback_device=speaker_device(speaker),
+        echo_cancellation=False,
+        camera="none",
+        width=320,
+        height=240,
+        framerate=30,
+        bitrate_kbps=500,
+        keyframe_interval=2.0,
+        pace_audio=True,
+        host_addresses=("127.0.0.1",),
+    )
+    return dataclasses.replace(settings, **overrides)
+
+
+class StateLog:
+    """An ``on_state`` callback that remembers every report and lets a coroutine wait for one."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+        self._waiters: dict[tuple[str, str], asyncio.Event] = defaultdict(asyncio.Event)
+
+    def __call__(self, call_id: str, state: str) -> None:
+        self.events.append((call_id, state))
+        self._waiters[(call_id, state)].set()
+
+    async def wait(self, call_id: str, state: str, timeout: float = 15.0) -> None:
+        try:
+            await asyncio.wait_for(self._waiters[(call_id, state)].wait(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"call {call_id} did not reach {state!r} in {timeout} s; got {self.events}") from None
+
+
+async def connect(
+    offerer: MediaEngine, offerer_log: StateLog, answerer: MediaEngine, answerer_log: StateLog, call_id: str
+):
+    """Offer from one engine, answer from the other, and wait until both report ``connected``."""
+    offer = await offerer.create_offer(call_id, [])
+    answer = await answerer.create_answer(call_id, offer.sdp, [])
+    await offerer.apply_answer(call_id, answer.sdp)
+    await offerer.add_remote_candidates(call_id, [{"candidate": ""}])
+    await answerer.add_remote_candidates(call_id, [{"candidate": ""}])
+    await asyncio.gather(offerer_log.wait(call_id, "connected"), answerer_log.wait(call_id, "connected"))
+    return offer, answer
+
+
+class RecordingTap:
+    """An :class:`~intercom.media.audio.AudioTap` that keeps every period with its device-clock time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.captured_periods: list[tuple[float, bytes]] = []
+        self.played_periods: list[tuple[float, bytes]] = []
+
+    def captured(self, data: bytes, mic_time: float) -> None:
+        with self._lock:
+            self.captured_periods.append((mic_time, data))
+
+    def played(self, data: bytes, heard_time: float) -> None:
+        with self._lock:
+            self.played_periods.append((heard_time, data))
+
+
+def timeline(periods: list[tuple[float, bytes]], origin: float, seconds: float, rate: int = 48000) -> np.ndarray:
+    """Place timed periods on one sample grid starting at ``origin`` (for latency by cross-correlation)."""
+    out = np.zeros(int(seconds * rate), dtype=np.int16)
+    for start_time, data in periods:
+        samples = np.frombuffer(data, dtype="<i2")
+        start = round((start_time - origin) * rate)
+        if start < 0 or start >= len(out):
+            continue
+        chunk = samples[: len(out) - start]
+        out[start : start + len(chunk)] = chunk
+    return out
