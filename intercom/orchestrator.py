@@ -1,0 +1,289 @@
+"""The one asyncio loop: adapter events into the core, the core's actions out to the adapters.
+
+This is the only place that knows all the edges, and it knows them only through the small :class:`Signalling`,
+:class:`Media` and :class:`Panel` protocols below; the composition (which concrete adapter, built from which
+config) is in :mod:`intercom.app`. The orchestrator holds no call rules: every decision is the core's.
+
+Ordering guarantees it gives the core:
+
+- Room events are sent one at a time, in the order the core produced them (an invite before its candidates; our
+  ``replaced`` hangup before the answer to the owner's call).
+- Media actions of one call run one at a time, in order; different calls do not wait for each other.
+- The core is woken at :meth:`DoorCore.next_deadline` (re-armed after every input).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from intercom.core import (
+    Action,
+    AddRemoteCandidates,
+    ApplyAnswer,
+    CallEnded,
+    CallSummary,
+    CloseMedia,
+    DoorCore,
+    Event,
+    Ignored,
+    LedState,
+    LocalAnswerReady,
+    LocalOfferReady,
+    MediaFailed,
+    MediaState,
+    MediaStateChanged,
+    NegotiationAnswerReady,
+    OpenDoor,
+    PostSnapshot,
+    PrepareAnswer,
+    PrepareNegotiationAnswer,
+    PrepareOffer,
+    PressFeedback,
+    SendCallEvent,
+    SendNotice,
+    SetLeds,
+    TimerDue,
+)
+
+log = logging.getLogger("intercom")
+
+
+class Signalling(Protocol):
+    """The Matrix side, as the orchestrator uses it."""
+
+    async def send(self, action: SendCallEvent) -> bool: ...
+    async def send_notice(self, room_id: str, text: str) -> bool: ...
+
+
+class Media(Protocol):
+    """The media side (see :class:`intercom.media.MediaEngine`)."""
+
+    async def create_offer(self, call_id: str, ice_servers: Sequence[Any]) -> Any: ...
+    async def create_answer(self, call_id: str, offer_sdp: str, ice_servers: Sequence[Any]) -> Any: ...
+    async def apply_answer(self, call_id: str, answer_sdp: str) -> None: ...
+    async def add_remote_candidates(self, call_id: str, candidates: Sequence[dict]) -> None: ...
+    async def answer_renegotiation(self, call_id: str, offer_sdp: str) -> Any: ...
+    async def close(self, call_id: str) -> None: ...
+
+
+class Panel(Protocol):
+    """The front panel (see :class:`intercom.panel.FrontPanel`)."""
+
+    def show(self, state: LedState) -> None: ...
+    def feedback(self, accepted: bool) -> None: ...
+    def pulse_relay(self, seconds: float) -> None: ...
+
+
+#: Gives the ICE server list for a new peer connection (from the homeserver's TURN endpoint; never None).
+IceServerSource = Callable[[], Awaitable[Sequence[Any]]]
+#: Takes and posts a snapshot (issue: ring everywhere); optional.
+SnapshotPoster = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Timeline:
+    """First moments of the current/last call, for status and the demo (loop time, seconds)."""
+
+    pressed: float | None = None
+    invite_sent: float | None = None
+    answered: float | None = None
+    connected: float | None = None
+    ended: float | None = None
+
+
+class Orchestrator:
+    """Feeds events into a :class:`DoorCore` and carries out its actions."""
+
+    def __init__(self, core: DoorCore, *, signalling: Signalling, media: Media, panel: Panel,
+                 ice_servers: IceServerSource, snapshots: SnapshotPoster | None = None,
+                 on_action: Callable[[Action], None] | None = None) -> None:
+        self.core = core
+        self._signalling = signalling
+        self._media = media
+        self._panel = panel
+        self._ice_servers = ice_servers
+        self._snapshots = snapshots
+        self._on_action = on_action
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
+        self._media_queues: dict[str, asyncio.Queue] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._sender = self._spawn(self._run_sender())
+        self.last_call: CallSummary | None = None
+        self.started_at = time.time()
+
+    # --- input ---------------------------------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        """Give the core one event (call on the loop thread) and carry out what it says."""
+        actions = self.core.handle(event, self._loop.time())
+        for action in actions:
+            try:
+                self._carry_out(action)
+            except Exception:  # one failed action must not lose the others, nor the loop
+                log.exception("could not carry out %s", type(action).__name__)
+            if self._on_action is not None:
+                self._on_action(action)
+        self._rearm()
+
+    def feed_threadsafe(self, event: Event) -> None:
+        """Like :meth:`feed`, from another thread (gpiozero's callbacks)."""
+        self._loop.call_soon_threadsafe(self.feed, event)
+
+    def media_state(self, call_id: str, state: str) -> None:
+        """The media side's ``on_state`` callback."""
+        try:
+            self.feed(MediaStateChanged(call_id=call_id, state=MediaState(state)))
+        except ValueError:
+            pass  # "closed" and other states the core does not need
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.core.next_deadline()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self.feed, TimerDue())
+
+    # --- output --------------------------------------------------------------------------------------------------
+
+    def _carry_out(self, action: Action) -> None:
+        match action:
+            case SendCallEvent():
+                self._sends.put_nowait(lambda: self._signalling.send(action))
+            case SendNotice(room_id=room_id, text=text):
+                log.info("notice: %s", text)
+                self._sends.put_nowait(lambda: self._signalling.send_notice(room_id, text))
+            case SetLeds(state=state):
+                log.info("LEDs: %s", state.value)
+                self._panel.show(state)
+            case PressFeedback(accepted=accepted, reason=reason):
+                log.info("button pressed%s", "" if accepted and not reason else f" ({reason})")
+                self._panel.feedback(accepted)
+            case OpenDoor(seconds=seconds):
+                log.info("door opener pulsed for %g s", seconds)
+                self._panel.pulse_relay(seconds)
+            case PostSnapshot(room_id=room_id, reason=reason):
+                if self._snapshots is not None:
+                    self._spawn(self._snapshots(room_id, reason))
+            case CallEnded(summary=summary):
+                self.last_call = summary
+                log.info("%s", describe_call(summary))
+            case Ignored(reason=reason, event_type=event_type, sender=sender):
+                log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
+            case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
+                    PrepareNegotiationAnswer() | CloseMedia():
+                self._queue_media(action)
+
+    # --- room sends, in order ------------------------------------------------------------------------------------
+
+    async def _run_sender(self) -> None:
+        while True:
+            send = await self._sends.get()
+            try:
+                await send()
+            except Exception:  # the Matrix adapter retries itself; a failure here is logged, not fatal
+                log.exception("sending a room event failed")
+            finally:
+                self._sends.task_done()
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until queued room events are sent (used at shutdown, after the last hangup)."""
+        try:
+            await asyncio.wait_for(self._sends.join(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("gave up waiting for %d room events to be sent", self._sends.qsize())
+
+    # --- media, in order per call --------------------------------------------------------------------------------
+
+    def _queue_media(self, action: Action) -> None:
+        call_id = action.call_id
+        queue = self._media_queues.get(call_id)
+        if queue is None:
+            if isinstance(action, CloseMedia):
+                # Nothing was started for this call (or it is already closed): closing is idempotent anyway.
+                self._spawn(self._close_media(call_id))
+                return
+            queue = self._media_queues[call_id] = asyncio.Queue()
+            self._spawn(self._run_media(call_id, queue))
+        queue.put_nowait(action)
+
+    async def _run_media(self, call_id: str, queue: asyncio.Queue) -> None:
+        while True:
+            action = await queue.get()
+            if isinstance(action, CloseMedia):
+                self._media_queues.pop(call_id, None)
+                await self._close_media(call_id)
+                return
+            event = await self._media_step(action)
+            if event is not None:
+                self.feed(event)
+
+    async def _close_media(self, call_id: str) -> None:
+        try:
+            await self._media.close(call_id)
+        except Exception as exc:
+            log.warning("closing media of call %s: %s", call_id, exc)
+
+    async def _media_step(self, action: Action) -> Event | None:
+        call_id = action.call_id
+        try:
+            match action:
+                case PrepareOffer():
+                    desc = await self._media.create_offer(call_id, await self._ice_servers())
+                    return LocalOfferReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                case PrepareAnswer(offer_sdp=sdp):
+                    desc = await self._media.create_answer(call_id, sdp, await self._ice_servers())
+                    return LocalAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                case PrepareNegotiationAnswer(offer_sdp=sdp):
+                    desc = await self._media.answer_renegotiation(call_id, sdp)
+                    return NegotiationAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                case ApplyAnswer(answer_sdp=sdp):
+                    await self._media.apply_answer(call_id, sdp)
+                case AddRemoteCandidates(candidates=candidates):
+                    await self._media.add_remote_candidates(call_id, [
+                        {"candidate": c.candidate, "sdpMid": c.sdp_mid, "sdpMLineIndex": c.sdp_mline_index}
+                        for c in candidates])
+        except Exception as exc:  # MediaError, or anything else the media side could not do
+            log.warning("media for call %s: %s failed: %s", call_id, type(action).__name__, exc)
+            return MediaFailed(call_id=call_id, detail=str(exc))
+        return None
+
+    # --- lifecycle -----------------------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Close every call's media and stop the background tasks. The caller hangs up first."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for call_id in list(self._media_queues):
+            self._media_queues[call_id].put_nowait(CloseMedia(call_id=call_id))
+        pending = [t for t in self._tasks if t is not self._sender]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def describe_call(s: CallSummary) -> str:
+    """The per-call log line: who, direction, duration, how it ended."""
+    who = f"to {s.peer}" if s.direction.value == "outgoing" else f"from {s.peer}"
+    return (f"call {s.direction.value} {who}: {s.outcome.value}, {s.duration:.0f} s in call, "
+            f"reason {s.reason} ({s.detail}) [{s.call_id}]")
