@@ -152,6 +152,8 @@ class MediaEngine:
         except ValueError as exc:
             raise MediaError(f"call {call_id}: the offer is not valid SDP: {exc}") from exc
         kinds = [section.kind for section in sections]
+        if "audio" not in kinds and "video" not in kinds:
+            raise MediaError(f"call {call_id}: the offer has no audio or video section")
         call = self._new_call(call_id, ice_servers)
         try:
             # Transceivers are created in the offer's order before setRemoteDescription, which adopts them; this
@@ -224,7 +226,7 @@ class MediaEngine:
             raise MediaError(f"call {call_id}: the renegotiation restarts ICE, which aiortc cannot do")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            return await self._set_local(call, await pc.createAnswer())
+            return await self._set_local(call, await pc.createAnswer(), renegotiation=True)
         except MediaError:
             raise
         except Exception as exc:
@@ -332,8 +334,10 @@ class MediaEngine:
     def _transceiver_of(pc: RTCPeerConnection, sender: RTCRtpSender) -> RTCRtpTransceiver:
         return next(t for t in pc.getTransceivers() if t.sender is sender)
 
-    async def _set_local(self, call: _Call, description: RTCSessionDescription) -> LocalDescription:
-        """setLocalDescription (which gathers every candidate), then pick the video mode if this was an answer."""
+    async def _set_local(
+        self, call: _Call, description: RTCSessionDescription, renegotiation: bool = False
+    ) -> LocalDescription:
+        """setLocalDescription (which gathers every candidate), then pick the video mode if this was the answer."""
         if self._settings.host_addresses is not None:
             restrict_host_addresses(call.pc, self._settings.host_addresses)
         for transceiver in call.pc.getTransceivers():
@@ -343,7 +347,7 @@ class MediaEngine:
         if call.closing:
             raise MediaError(f"call {call.call_id} was closed while gathering candidates")
         sdp = call.pc.localDescription.sdp
-        if description.type == "answer":
+        if description.type == "answer" and not renegotiation:
             self._choose_video_mode(call, sdp)
         return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp))
 

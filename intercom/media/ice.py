@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiortc import RTCIceServer, RTCPeerConnection
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from .settings import IceServer
 
@@ -22,9 +23,17 @@ def _uri_rank(uri: str) -> int:
 
 
 def rtc_ice_servers(servers: Sequence[IceServer]) -> list[RTCIceServer]:
-    """aiortc ``RTCIceServer`` objects, UDP TURN before TCP before TLS. An empty list means no STUN/TURN at all."""
+    """aiortc ``RTCIceServer`` objects, UDP TURN before TCP before TLS. An empty list means no STUN/TURN at all.
+
+    Raises ValueError for a URI aiortc cannot parse (aiortc itself would only fail later, while gathering).
+    """
     result = []
     for server in servers:
+        for uri in server.urls:
+            try:
+                parse_stun_turn_uri(uri)
+            except ValueError as exc:
+                raise ValueError(f"ICE server URI {uri!r}: {exc}") from exc
         urls = sorted(server.urls, key=_uri_rank)
         if urls:
             result.append(RTCIceServer(urls=urls, username=server.username, credential=server.credential))

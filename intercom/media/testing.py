@@ -124,3 +124,52 @@ def timeline(periods: list[tuple[float, bytes]], origin: float, seconds: float, 
         chunk = samples[: len(out) - start]
         out[start : start + len(chunk)] = chunk
     return out
+
+
+def peer_connection(engine: MediaEngine, call_id: str):
+    """The aiortc peer connection of a call (tests reach in to send RTCP a real phone would send)."""
+    return engine._calls[call_id].pc
+
+
+class FrameLog:
+    """Consumes a remote video track, reading the synthetic camera's counter from every decoded frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, bool, float]] = []
+        "(counter, key_frame, time.monotonic() when decoded)"
+        self._task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    def __call__(self, call_id: str, track) -> None:
+        self._task = asyncio.ensure_future(self._run_consume(track))
+
+    async def _run_consume(self, track) -> None:
+        import time
+
+        from aiortc.mediastreams import MediaStreamError
+
+        from .synthetic import read_frame_counter
+
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames.append((read_frame_counter(frame), bool(frame.key_frame), time.monotonic()))
+                self._changed.set()
+        except (asyncio.CancelledError, MediaStreamError):
+            pass
+
+    async def wait_for(self, predicate, timeout: float = 15.0) -> None:
+        async def waiting():
+            while not predicate(self.frames):
+                self._changed.clear()
+                await self._changed.wait()
+
+        try:
+            await asyncio.wait_for(waiting(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"video condition not met in {timeout} s; {len(self.frames)} frames") from None
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

@@ -1,0 +1,242 @@
+"""MediaEngine's contract with the orchestrator: SDP shaping, candidates, renegotiation, errors, close."""
+
+import asyncio
+import logging
+import re
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from intercom.media import IceServer, MediaEngine, MediaError
+from intercom.media.ice import restrict_host_addresses, rtc_ice_servers
+from intercom.media.measure import pad, tone
+from intercom.media.sdp import parse_sections, sending_codec
+from intercom.media.testing import StateLog, connect, loopback_settings, peer_connection, write_raw
+
+
+@pytest.fixture
+def files(tmp_path):
+    for name in ("a_in.raw", "b_in.raw"):
+        write_raw(tmp_path / name, pad(tone(440, 0.1), 0, 10))
+    return tmp_path
+
+
+def _engine(files, side, log=None, **kwargs):
+    settings = {k: kwargs.pop(k) for k in list(kwargs) if k not in ("on_remote_video", "video_codecs")}
+    return MediaEngine(
+        loopback_settings(files / f"{side}_in.raw", files / f"{side}_out.raw", **settings),
+        log if log is not None else StateLog(),
+        **kwargs,
+    )
+
+
+async def _raw_phone_offer(*kinds):
+    """An offer from a bare aiortc peer (loopback only, no STUN), trickle-style: no end-of-candidates in it."""
+    phone = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    for kind in kinds:
+        phone.addTransceiver(kind, direction="sendrecv")
+    restrict_host_addresses(phone, ["127.0.0.1"])
+    await phone.setLocalDescription(await phone.createOffer())
+    return phone, phone.localDescription.sdp.replace("a=end-of-candidates\r\n", "")
+
+
+def _directions(sdp_text):
+    return {s.kind: s.direction for s in parse_sections(sdp_text)}
+
+
+def test_offer_is_max_bundle_with_loopback_candidates_and_the_real_msid(files):
+    async def scenario():
+        door = _engine(files, "a", camera="synthetic")
+        try:
+            offer = await door.create_offer("c1", [])
+            ice = peer_connection(door, "c1").getTransceivers()[0].receiver.transport.transport
+            # The explicit empty list reached aioice: no STUN server (aiortc's default would be a public one).
+            assert ice.iceGatherer._connection.stun_server is None
+            return offer
+        finally:
+            await door.close_all()
+
+    offer = asyncio.run(scenario())
+    assert [s.kind for s in parse_sections(offer.sdp)] == ["audio", "video"]
+    assert re.search(r"^a=group:BUNDLE 0 1\r?$", offer.sdp, re.M)
+    candidates = re.findall(r"^a=candidate:.*$", offer.sdp, re.M)
+    assert candidates and all(" 127.0.0.1 " in c and "typ host" in c for c in candidates)
+    msids = set(re.findall(r"^a=msid:(\S+) ", offer.sdp, re.M))
+    assert msids == {offer.stream_id}
+    assert _directions(offer.sdp)["video"] == "sendonly"
+
+
+def test_ice_servers_are_passed_in_order_udp_turn_first():
+    servers = rtc_ice_servers([
+        IceServer(urls=("turns:t.example:443?transport=tcp", "turn:t.example:3478?transport=tcp",
+                        "turn:t.example:3478?transport=udp"), username="u", credential="p"),
+        IceServer(urls=("stun:s.example:3478",)),
+    ])
+    assert servers[0].urls == ["turn:t.example:3478?transport=udp", "turn:t.example:3478?transport=tcp",
+                               "turns:t.example:443?transport=tcp"]
+    assert (servers[0].username, servers[0].credential) == ("u", "p")
+    assert servers[1].urls == ["stun:s.example:3478"]
+    assert rtc_ice_servers([]) == []
+
+
+def test_audio_only_offer_gets_an_audio_only_answer_from_a_camera_door(files):
+    async def scenario():
+        phone, offer = await _raw_phone_offer("audio")
+        door = _engine(files, "a", camera="synthetic")
+        try:
+            answer = await door.create_answer("c1", offer, [])
+            await phone.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            return answer
+        finally:
+            await door.close_all()
+            await phone.close()
+
+    answer = asyncio.run(scenario())
+    assert [s.kind for s in parse_sections(answer.sdp)] == ["audio"]
+    assert answer.stream_id is not None
+
+
+def test_video_offer_to_a_door_without_camera_is_answered_inactive(files):
+    async def scenario():
+        log_a, log_b = StateLog(), StateLog()
+        viewer = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
+        door = _engine(files, "b", log_b)
+        try:
+            offer, answer = await connect(viewer, log_a, door, log_b, "c1")
+            return offer, answer
+        finally:
+            await viewer.close_all()
+            await door.close_all()
+
+    offer, answer = asyncio.run(scenario())
+    assert _directions(offer.sdp) == {"audio": "sendrecv", "video": "recvonly"}
+    assert _directions(answer.sdp) == {"audio": "sendrecv", "video": "inactive"}
+
+
+def test_the_door_answers_with_h264_first_even_if_the_offer_prefers_vp8(files):
+    async def scenario():
+        log_a, log_b = StateLog(), StateLog()
+        viewer = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None, video_codecs=("VP8", "H264"))
+        door = _engine(files, "b", log_b, camera="synthetic")
+        try:
+            offer = await viewer.create_offer("c1", [])
+            answer = await door.create_answer("c1", offer.sdp, [])
+            return offer, answer
+        finally:
+            await viewer.close_all()
+            await door.close_all()
+
+    offer, answer = asyncio.run(scenario())
+    assert sending_codec(offer.sdp, "video") == "VP8"
+    assert sending_codec(answer.sdp, "video") == "H264"
+    assert _directions(answer.sdp)["video"] == "sendonly"
+
+
+def test_candidates_prefix_end_of_candidates_and_garbage_never_raise(files, caplog):
+    caplog.set_level(logging.INFO, logger="intercom.media")
+    async def scenario():
+        door = _engine(files, "a")
+        phone, offer = await _raw_phone_offer("audio")
+        try:
+            await door.create_answer("c1", offer, [])
+            await door.add_remote_candidates("c1", [
+                {"candidate": "candidate:1 1 udp 2130706431 127.0.0.1 40000 typ host", "sdpMid": "0",
+                 "sdpMLineIndex": 0},
+                {"candidate": "candidate:garbage", "sdpMid": "0", "sdpMLineIndex": 0},
+                {"candidate": "candidate:2 1 udp 2130706431 127.0.0.1 40001 typ host"},  # neither mid nor index
+                {"candidate": 5},
+                "not a dict",
+                {"candidate": ""},
+                {"candidate": "candidate:3 1 udp 2130706431 127.0.0.1 40002 typ host", "sdpMid": "0"},
+                {"candidate": ""},
+            ])
+            remote = peer_connection(door, "c1").getTransceivers()[0].receiver.transport.transport
+            return [c.port for c in remote.getRemoteCandidates()]
+        finally:
+            await door.close_all()
+            await phone.close()
+
+    ports = asyncio.run(scenario())
+    assert 40000 in ports and 40001 not in ports and 40002 not in ports
+    assert "skipping remote candidate" in caplog.text
+    assert "after end-of-candidates" in caplog.text
+
+
+def test_every_method_raises_media_error_for_an_unknown_call(files):
+    async def scenario():
+        engine = _engine(files, "a")
+        for coro in (engine.apply_answer("nope", "v=0"), engine.add_remote_candidates("nope", []),
+                     engine.answer_renegotiation("nope", "v=0")):
+            with pytest.raises(MediaError, match="nope"):
+                await coro
+        await engine.close("nope")  # idempotent, and silent for an unknown call
+
+    asyncio.run(scenario())
+
+
+def test_bad_sdp_and_duplicate_calls_raise_media_error_and_leave_nothing_open(files):
+    async def scenario():
+        log = StateLog()
+        engine = _engine(files, "a", log)
+        with pytest.raises(MediaError, match="c1"):
+            await engine.create_answer("c1", "this is not sdp", [])
+        await engine.create_offer("c2", [])
+        with pytest.raises(MediaError, match="already exists"):
+            await engine.create_offer("c2", [])
+        with pytest.raises(MediaError, match="c2"):
+            await engine.apply_answer("c2", "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n")
+        with pytest.raises(MediaError, match="ICE server"):
+            await engine.create_offer("c3", [IceServer(urls=("http://not-a-turn-server",))])
+        await engine.close("c2")
+        await engine.close("c2")
+        assert engine._calls == {}
+        return log.events
+
+    events = asyncio.run(scenario())
+    assert events.count(("c2", "closed")) == 1
+
+
+def test_renegotiation_hold_is_answered_ice_restart_and_new_sections_are_refused(files):
+    async def scenario():
+        log_a, log_b = StateLog(), StateLog()
+        phone = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
+        door = _engine(files, "b", log_b, camera="synthetic")
+        try:
+            await connect(phone, log_a, door, log_b, "c1")
+            pc = peer_connection(phone, "c1")
+            for transceiver in pc.getTransceivers():
+                transceiver.direction = "inactive"  # what a hold looks like
+            await pc.setLocalDescription(await pc.createOffer())
+            hold = pc.localDescription.sdp
+            answer = await door.answer_renegotiation("c1", hold)
+            await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+
+            restart = re.sub(r"a=ice-ufrag:\S+", "a=ice-ufrag:restarted", hold)
+            with pytest.raises(MediaError, match="restarts ICE"):
+                await door.answer_renegotiation("c1", restart)
+            fewer = hold[: hold.index("m=video")]
+            fewer = fewer.replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")
+            with pytest.raises(MediaError, match="media sections"):
+                await door.answer_renegotiation("c1", fewer)
+            return answer
+        finally:
+            await phone.close_all()
+            await door.close_all()
+
+    answer = asyncio.run(scenario())
+    assert _directions(answer.sdp) == {"audio": "inactive", "video": "inactive"}
+
+
+def test_connection_states_are_reported_on_both_sides(files):
+    async def scenario():
+        log_a, log_b = StateLog(), StateLog()
+        a, b = _engine(files, "a", log_a), _engine(files, "b", log_b)
+        await connect(a, log_a, b, log_b, "c1")
+        await a.close("c1")
+        await log_b.wait("c1", "disconnected")
+        await b.close("c1")
+        return log_a.events, log_b.events
+
+    events_a, events_b = asyncio.run(scenario())
+    assert events_a == [("c1", "connected"), ("c1", "closed")]
+    assert events_b == [("c1", "connected"), ("c1", "disconnected"), ("c1", "closed")]
