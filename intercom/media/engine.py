@@ -281,7 +281,10 @@ class MediaEngine:
         call.audio_tap = self._audio_tap(call_id) if self._audio_tap else None
         if self._settings.echo_cancellation:
             call.echo_canceller = create_echo_canceller(
-                self._capture_config.period_frames, self._settings.sample_rate, self._settings.aec_tail_ms
+                self._capture_config.period_frames,
+                self._settings.sample_rate,
+                self._settings.aec_tail_ms,
+                self._settings.aec_residual_suppression_db,
             )
         self._calls[call_id] = call
 

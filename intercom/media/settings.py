@@ -65,6 +65,9 @@ class MediaSettings:
     "Received audio waiting for the speaker beyond this is dropped (oldest first): clock drift never builds latency."
     aec_tail_ms: int = 200
     "Echo tail the canceller models: the speaker-to-microphone path, including the room's reverberation."
+    aec_residual_suppression_db: int | None = 20
+    """Attenuate the echo the linear filter leaves by up to this much (speex's suppressor; +10 ms latency, about
+    +12 dB of echo reduction). None = linear cancellation only."""
     prefer_encoded_video: bool = True
     """Send the camera's own H.264 (hardware on a Pi 4) when H.264 is negotiated. False makes aiortc encode raw
     frames itself, as it always does for VP8."""
