@@ -1,0 +1,99 @@
+"""The door's login session on disk: who it is on the homeserver, so that a restart is the same device.
+
+Layout of the state directory (created ``0700``; every file in it ``0600``)::
+
+    <state_dir>/session.json          homeserver, user_id, device_id, access_token
+    <state_dir>/crypto/               matrix-nio's E2EE store (Olm account, Megolm sessions, sync token)
+
+Keeping the device ID and the crypto store together matters: a new device ID would be a new, unknown device to
+the owner's clients, with new keys, and encrypted rooms would stop working until it was trusted again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SESSION_FILE = "session.json"
+CRYPTO_DIR = "crypto"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A login the homeserver gave us. ``repr`` hides the token."""
+
+    homeserver: str
+    user_id: str
+    device_id: str
+    access_token: str
+
+    def __repr__(self) -> str:
+        return f"Session(homeserver={self.homeserver!r}, user_id={self.user_id!r}, device_id={self.device_id!r})"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) if needed and make it ``0700``; return it."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) != 0o700:
+        path.chmod(0o700)
+    return path
+
+
+def crypto_dir(state_dir: Path) -> Path:
+    """Where nio keeps its E2EE store; created private before login, as nio needs it to exist."""
+    return private_dir(private_dir(state_dir) / CRYPTO_DIR)
+
+
+def make_private(state_dir: Path) -> None:
+    """Set every file below ``state_dir`` to ``0600`` (nio's SQLite store is created with the process umask)."""
+    for root, _dirs, files in os.walk(state_dir):
+        for name in files:
+            file = Path(root) / name
+            try:
+                if stat.S_IMODE(file.stat().st_mode) != 0o600:
+                    file.chmod(0o600)
+            except FileNotFoundError:  # SQLite journal files come and go
+                pass
+
+
+def load_session(state_dir: Path) -> Session | None:
+    """The saved session, or None when there is none (or it cannot be used: then we log in again)."""
+    path = state_dir / SESSION_FILE
+    try:
+        data = json.loads(path.read_text())
+        session = Session(**{k: data[k] for k in ("homeserver", "user_id", "device_id", "access_token")})
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("Ignoring the saved Matrix session in %s: %s", path, exc)
+        return None
+    if not all(isinstance(v, str) and v for v in asdict(session).values()):
+        log.warning("Ignoring the saved Matrix session in %s: a field is empty", path)
+        return None
+    return session
+
+
+def save_session(state_dir: Path, session: Session) -> None:
+    """Write the session atomically, readable by its owner only."""
+    private_dir(state_dir)
+    path = state_dir / SESSION_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(session), f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def forget_session(state_dir: Path) -> None:
+    """Remove the saved session (its token was refused); the crypto store of that device is kept."""
+    (state_dir / SESSION_FILE).unlink(missing_ok=True)
