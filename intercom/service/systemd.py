@@ -47,6 +47,10 @@ class Notifier:
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")
 
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask for more start-up time (while waiting for the network); proves the loop is alive."""
+        self._send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+
     def stopping(self) -> None:
         self._send("STOPPING=1")
 
