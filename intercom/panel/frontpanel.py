@@ -207,10 +207,19 @@ class FrontPanel:
     def _released(self) -> None:
         self._edge(False)
 
+    def press(self) -> None:
+        """Act as if the bell push was pressed (the service's control socket, a demo): the same flash, then
+        ``on_press``, in the caller's thread. No debouncing: every call is one press. Does nothing once closed."""
+        self._press(counts=lambda: True)
+
     def _edge(self, pressed: bool) -> None:
-        """Every raw button edge, in gpiozero's callback thread. Never raises: that thread must survive."""
+        """Every raw button edge, in gpiozero's callback thread."""
+        self._press(counts=lambda: self._debouncer.edge(pressed, self._clock()))
+
+    def _press(self, counts: Callable[[], bool]) -> None:
+        """Light the call LED and call ``on_press`` if ``counts()``. Never raises: gpiozero's thread must survive."""
         with self._lock:
-            if self._closed or not self._debouncer.edge(pressed, self._clock()):
+            if self._closed or not counts():
                 return
             # Light up before anything else runs: the visitor's feedback must not wait for the rest of the program.
             try:

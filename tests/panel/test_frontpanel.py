@@ -131,6 +131,20 @@ def test_an_on_press_error_is_logged_and_the_button_keeps_working(make_panel, mo
     assert [r.exc_info[1].args[0] for r in caplog.records] == ["orchestrator bug"] * 2
 
 
+def test_press_acts_like_the_button_without_debouncing(make_panel, mock_factory) -> None:
+    """The control socket's software press: the same flash and on_press, once per call."""
+    panel, presses = make_panel()
+    panel.show(LedState.IDLE)
+    call = mock_factory.pin(PINS.call_led)
+    panel.press()
+    assert call.state and len(presses) == 1
+    panel.press()
+    assert len(presses) == 2
+    panel.close()
+    panel.press()
+    assert len(presses) == 2
+
+
 # --- feedback -------------------------------------------------------------------------------------------------
 
 
