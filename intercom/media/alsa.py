@@ -192,20 +192,44 @@ class AlsaCapture:
 
 
 class AlsaPlayback:
-    """Writes the speaker in a thread, always one period at a time, so the device never runs dry.
+    """Writes the speaker in a thread, owning the playout timing.
 
-    The thread asks ``source(timeout)`` for the next period. If none is ready before the device would underrun,
-    it writes a period of silence instead: the device keeps its clock and the latency stays at the ALSA buffer
-    (``periods`` × period), whatever the network does. ``on_played(data, heard_time)`` is then called with the
-    exact bytes written and the ``time.monotonic()`` at which their first sample reaches the speaker: the echo
-    canceller's far-end reference and the benchmarks' clock.
+    Each received period is written as soon as it arrives, on top of what the card still has queued, so the
+    latency a period sees is the *fill* just before its write. Writing on the card's period boundaries instead would
+    make each packet wait for the next boundary: up to a period, 10 ms on average, for nothing. The fill adapts:
+
+    - nothing to play when the fill would fall below a floor (``floor_ms``, the margin for this thread's own
+      scheduling delays): a short chunk of silence is written (concealment; the card never underruns). That chunk stays queued as extra margin against the next late packet;
+    - fill above the (adaptive) target on every write for a whole window: that slack is cut from the next period if
+      it is quiet (inaudible), or regardless after a while. The target grows with each concealment and decays slowly
+      back to its minimum when packets arrive on time.
+
+    ``source(timeout)`` returns the next period or None; ``on_played(data, heard_time)`` gets the exact bytes
+    written and the ``time.monotonic()`` at which their first sample reaches the speaker (the echo canceller's
+    far-end reference, and the benchmarks' clock). The ALSA buffer (``periods`` × period) is only a ceiling.
     """
+
+    CHUNK_MS = 5
+    "Length of a concealment chunk."
+    WINDOW = 25
+    "Writes over which the minimum fill is taken (half a second)."
+    STEP_MS = 5
+    "How much the target grows after a concealment."
+    PATIENCE = 10
+    "Windows to wait for a quiet moment before slack is cut regardless; also the clean windows before the target decays."
+    QUIET_PEAK = 328
+    "Peak sample value (-40 dBFS) below which cut audio counts as silence."
+    DEADBAND_MS = 5
+    "Slack smaller than this is left alone: it is timing noise, and every cut is a small discontinuity."
 
     def __init__(
         self,
         config: PcmConfig,
         source: Callable[[float], bytes | None],
         on_played: Callable[[bytes, float], None] | None = None,
+        target_ms: int = 20,
+        max_target_ms: int = 60,
+        floor_ms: int = 10,
     ) -> None:
         self.config = config
         self._source = source
@@ -213,16 +237,31 @@ class AlsaPlayback:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pcm = None
-        self.silent_periods = 0
-        "Periods of silence written because no audio was ready in time (concealment, not a device underrun)."
+        frame_bytes = config.channels * SAMPLE_WIDTH
+        self._frame_bytes = frame_bytes
+        self._floor = self._frames_of(floor_ms)
+        self._min_target = max(self._floor, self._frames_of(target_ms))
+        self._max_target = max(self._min_target, self._frames_of(max_target_ms))
+        self.target = self._min_target
+        "Current fill target in frames."
+        self.silent_chunks = 0
+        "Concealment chunks written because no audio was ready in time (not device underruns)."
+        self.trimmed_frames = 0
         self.written_periods = 0
         self.error: Exception | None = None
+
+    def _frames_of(self, ms: int) -> int:
+        # Multiples of 3 frames keep the echo canceller's 48 -> 16 kHz decimation in phase across chunks.
+        return self.config.rate * ms // 1000 // 3 * 3
 
     def start(self) -> None:
         """Open the device (raising :class:`AlsaError`) and start the playback thread."""
         pcm = self._pcm = open_pcm(self.config, capture=False)
         self._thread = threading.Thread(target=self._run_playback, args=(pcm,), name="alsa-playback", daemon=True)
         self._thread.start()
+
+    def request_stop(self) -> None:
+        self._stop.set()
 
     def stop(self) -> None:
         """Stop the thread and close the device (without draining: a hangup should be silent at once)."""
@@ -238,34 +277,76 @@ class AlsaPlayback:
 
     def _run_playback(self, pcm) -> None:
         config = self.config
-        silence = bytes(config.period_bytes)
-        buffer_frames = config.period_frames * config.periods
-        # After a write returns there is room for one period, so about (periods - 1) periods are still queued:
-        # that is how long we may wait for network audio before the device would starve.
-        margin = max(0.002, (config.periods - 1) * config.period_seconds - 0.006)
+        capacity = config.period_frames * config.periods
+        safety = self._floor
+        chunk = bytes(self._frames_of(self.CHUNK_MS) * self._frame_bytes)
+        playing = False
+        min_fill: int | None = None
+        writes = clean_windows = 0
+        pending_cut = patience = 0
         try:
-            # Start with a full buffer, so the first wait has its margin.
-            for _ in range(config.periods):
-                self._write(pcm, silence, buffer_frames)
+            self._write(pcm, bytes(self.target * self._frame_bytes), capacity)
             while not self._stop.is_set():
-                data = self._source(margin)
+                fill = self._fill(pcm, capacity)
+                data = self._source(max(0.0, (fill - safety) / config.rate))
                 if data is None:
-                    data = silence
-                    self.silent_periods += 1
-                self._write(pcm, data, buffer_frames)
+                    self._write(pcm, chunk, capacity)
+                    if playing:
+                        self.silent_chunks += 1
+                        self.target = min(self._max_target, self.target + self._frames_of(self.STEP_MS))
+                        clean_windows = 0
+                    continue
+                fill = self._fill(pcm, capacity)
+                if not playing:
+                    # The first audio: start it at the target fill, whatever phase it arrived in, so the margin
+                    # against late packets is the full (target - floor) from the start.
+                    playing = True
+                    if fill < self.target:
+                        self._write(pcm, bytes((self.target - fill) // 3 * 3 * self._frame_bytes), capacity)
+                        fill = self._fill(pcm, capacity)
+                min_fill = fill if min_fill is None else min(min_fill, fill)
+                writes += 1
+                if writes == self.WINDOW:
+                    slack = min_fill - self.target
+                    pending_cut = slack // 3 * 3 if slack >= self._frames_of(self.DEADBAND_MS) else 0
+                    clean_windows += 1
+                    if clean_windows >= self.PATIENCE:
+                        self.target = max(self._min_target, self.target - self._frames_of(1))
+                    writes, min_fill = 0, None
+                if pending_cut:
+                    cut = min(pending_cut, len(data) // self._frame_bytes) * self._frame_bytes
+                    patience += 1
+                    if self._quiet(data[:cut]) or patience > self.PATIENCE * self.WINDOW:
+                        data = data[cut:]
+                        self.trimmed_frames += cut // self._frame_bytes
+                        pending_cut, patience = 0, 0
+                if data:
+                    self._write(pcm, data, capacity)
         except Exception as exc:
             self.error = exc
             logger.error("ALSA playback on %s stopped: %s", config.device, exc)
         finally:
             pcm.close()
 
-    def _write(self, pcm, data: bytes, buffer_frames: int) -> None:
+    def _quiet(self, data: bytes) -> bool:
+        if not data:
+            return True
+        samples = memoryview(data).cast("h")
+        return max(max(samples), -min(samples)) < self.QUIET_PEAK
+
+    @staticmethod
+    def _fill(pcm, capacity: int) -> int:
+        """Frames still queued in the card (0 after an underrun)."""
+        avail = pcm.avail()
+        return capacity - avail if 0 <= avail <= capacity else 0
+
+    def _write(self, pcm, data: bytes, capacity: int) -> None:
         pcm.write(data)
         now = time.monotonic()
-        self.written_periods += 1
+        if len(data) >= self.config.period_bytes:
+            self.written_periods += 1
         if self._on_played is not None:
-            avail = pcm.avail()
-            queued = buffer_frames - avail if avail >= 0 else self.config.period_frames
-            heard = now + (queued - self.config.period_frames) / self.config.rate
+            frames = len(data) // self._frame_bytes
+            queued = self._fill(pcm, capacity)
+            heard = now + max(0, queued - frames) / self.config.rate
             self._on_played(data, heard)
-

@@ -23,7 +23,7 @@ class AudioTap(Protocol):
     """Observes the audio at the ALSA boundary, with device-clock times (tests and benchmarks)."""
 
     def captured(self, data: bytes, mic_time: float) -> None:
-        """A microphone period as it will be sent (after echo cancellation); called in the capture thread."""
+        """A microphone period as captured (before echo cancellation); called in the capture thread."""
 
     def played(self, data: bytes, heard_time: float) -> None:
         """A period exactly as written to the speaker; called in the playback thread."""
@@ -93,10 +93,10 @@ class MicrophoneTrack(MediaStreamTrack):
 
     def _on_period(self, data: bytes, mic_time: float) -> None:
         """Capture thread: cancel the echo, then hand the period to the loop."""
-        if self._echo_canceller is not None:
-            data = self._echo_canceller.process(data, mic_time)
         if self._tap is not None:
             self._tap.captured(data, mic_time)
+        if self._echo_canceller is not None:
+            data = self._echo_canceller.process(data, mic_time)
         try:
             self._loop.call_soon_threadsafe(self._deliver, data)
         except RuntimeError:  # the loop is closed: the call is over
@@ -138,6 +138,8 @@ class SpeakerSink:
         track: MediaStreamTrack,
         config: PcmConfig,
         playout_max_ms: int,
+        playout_target_ms: int = 20,
+        playout_floor_ms: int = 10,
         echo_canceller: EchoCanceller | None = None,
         tap: AudioTap | None = None,
     ) -> None:
@@ -147,7 +149,10 @@ class SpeakerSink:
         self._tap = tap
         max_bytes = config.rate * playout_max_ms // 1000 * config.channels * SAMPLE_WIDTH
         self.playout = PlayoutBuffer(config.period_bytes, max_bytes, frame_bytes=config.channels * SAMPLE_WIDTH)
-        self.playback = AlsaPlayback(config, self.playout.pull, self._on_played)
+        self.playback = AlsaPlayback(
+            config, self.playout.pull, self._on_played, target_ms=playout_target_ms, max_target_ms=playout_max_ms,
+            floor_ms=playout_floor_ms,
+        )
         self._resampler = av.AudioResampler(
             format="s16", layout="mono" if config.channels == 1 else "stereo", rate=config.rate
         )

@@ -21,6 +21,7 @@ What the engine decides so that the peers at the other end work (shared notes, p
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class MediaEngine:
         on_remote_video: RemoteVideoCallback | None = None,
         audio_tap: AudioTapFactory | None = None,
         video_codecs: Sequence[str] = VIDEO_CODECS,
+        freeze_gc: bool = True,
     ) -> None:
         """
         :param camera_factory: makes the camera for a call (by call id) instead of ``settings.camera``; tests and
@@ -96,6 +98,8 @@ class MediaEngine:
             (the caller must consume it). Otherwise the door's video is send-only.
         :param audio_tap: makes an :class:`AudioTap` per call, to observe audio at the ALSA boundary.
         :param video_codecs: video codecs to offer and accept, most preferred first (a subset of ``VIDEO_CODECS``).
+        :param freeze_gc: ``gc.freeze()`` when a call's media starts, so that garbage collection pauses stay shorter
+            than the playout margin.
         """
         self._settings = settings
         self._on_state = on_state
@@ -103,6 +107,7 @@ class MediaEngine:
         self._on_remote_video = on_remote_video
         self._audio_tap = audio_tap
         self._video_codecs = tuple(video_codecs)
+        self._freeze_gc = freeze_gc
         self._calls: dict[str, _Call] = {}
         self._camera_config = CameraConfig(
             width=settings.width,
@@ -343,9 +348,10 @@ class MediaEngine:
         """setLocalDescription (which gathers every candidate), then pick the video mode if this was the answer."""
         if self._settings.host_addresses is not None:
             restrict_host_addresses(call.pc, self._settings.host_addresses)
-        for transceiver in call.pc.getTransceivers():
-            if transceiver.kind == "audio":
-                install_low_latency_audio(transceiver.receiver)
+        if self._settings.own_audio_playout:
+            for transceiver in call.pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    install_low_latency_audio(transceiver.receiver)
         await call.pc.setLocalDescription(description)
         if call.closing:
             raise MediaError(f"call {call.call_id} was closed while gathering candidates")
@@ -391,9 +397,20 @@ class MediaEngine:
     async def _start_speaker(self, call: _Call) -> None:
         if call.remote_audio is None or call.speaker is not None:
             return
+        if self._freeze_gc:
+            # The cyclic collector's full passes stop every Python thread, the playback thread included, for as
+            # long as they take: 13 ms measured in the test process, more with matrix-nio's heap on a Pi. Moving
+            # what exists now (the long-lived state) into the permanent generation makes later passes scan only
+            # what was allocated since.
+            gc.freeze()
         speaker = SpeakerSink(
-            call.remote_audio, self._playback_config, self._settings.playout_max_ms, call.echo_canceller,
-            call.audio_tap,
+            call.remote_audio,
+            self._playback_config,
+            playout_max_ms=self._settings.playout_max_ms,
+            playout_target_ms=self._settings.playout_target_ms,
+            playout_floor_ms=self._settings.playout_floor_ms,
+            echo_canceller=call.echo_canceller,
+            tap=call.audio_tap,
         )
         try:
             await speaker.start()

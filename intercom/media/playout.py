@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 
-import numpy as np
-
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
@@ -71,36 +69,20 @@ def install_low_latency_audio(receiver: RTCRtpReceiver) -> bool:
 class PlayoutBuffer:
     """A small byte FIFO between the event loop (decoded audio in) and the playback thread (periods out).
 
-    The loop pushes decoded PCM of any length; the playback thread pulls exactly one period, waiting at most until the
-    sound card would run dry. Latency is kept at its floor two ways:
-
-    - a hard cap: everything above ``max_bytes`` is dropped from the old end (a burst after a network stall);
-    - a slow trim: if audio has been left over after every pull for a whole window (25 pulls, half a second), that
-      minimum is slack no jitter needed (typically a period left behind after a burst, or a sender clock running
-      fast). It is dropped when it is quiet, so the cut is inaudible and the next packet is played as soon as the
-      card wants it; if the door never hears a pause, it is dropped anyway after ``TRIM_PATIENCE`` windows.
+    The loop pushes decoded PCM of any length; the playback thread pulls one period as soon as there is one, waiting
+    at most until the sound card would run dry. Everything above ``max_bytes`` is dropped from the old end (a burst
+    after a network stall). Steady-state latency is managed by :class:`~intercom.media.alsa.AlsaPlayback`, which
+    writes each period on arrival; normally this buffer is empty.
     """
 
-    TRIM_WINDOW = 25
-    "Pulls over which the minimum leftover is taken."
-    TRIM_PATIENCE = 10
-    "Windows to wait for a quiet moment before slack is dropped regardless."
-    QUIET_PEAK = 328
-    "Peak sample value (-40 dBFS) below which dropped audio counts as silence."
-
-    def __init__(self, period_bytes: int, max_bytes: int, keep_bytes: int = 0, frame_bytes: int = 2) -> None:
+    def __init__(self, period_bytes: int, max_bytes: int, frame_bytes: int = 2) -> None:
         self._period_bytes = period_bytes
         self._max_bytes = max(max_bytes, period_bytes)
-        self._keep_bytes = keep_bytes
         self._frame_bytes = frame_bytes
         self._data = bytearray()
         self._cond = threading.Condition()
         self._closed = False
-        self._pulls = 0
-        self._min_leftover: int | None = None
-        self._patience = 0
         self.dropped_bytes = 0
-        self.trimmed_bytes = 0
 
     def push(self, data: bytes) -> None:
         with self._cond:
@@ -122,27 +104,7 @@ class PlayoutBuffer:
                 return None
             period = bytes(self._data[: self._period_bytes])
             del self._data[: self._period_bytes]
-            self._trim()
             return period
-
-    def _trim(self) -> None:
-        leftover = len(self._data)
-        self._min_leftover = leftover if self._min_leftover is None else min(self._min_leftover, leftover)
-        self._pulls += 1
-        if self._pulls < self.TRIM_WINDOW:
-            return
-        slack = (self._min_leftover - self._keep_bytes) // self._frame_bytes * self._frame_bytes
-        self._pulls = 0
-        self._min_leftover = None
-        if slack <= 0:
-            self._patience = 0
-            return
-        quiet = int(np.abs(np.frombuffer(bytes(self._data[:slack]), dtype=np.int16).astype(np.int32)).max()) < self.QUIET_PEAK
-        self._patience += 1
-        if quiet or self._patience >= self.TRIM_PATIENCE:
-            del self._data[:slack]
-            self.trimmed_bytes += slack
-            self._patience = 0
 
     def close(self) -> None:
         with self._cond:

@@ -58,16 +58,26 @@ class MediaSettings:
     "ALSA period; 20 ms is one Opus frame, so each period is encoded as soon as it is read."
     capture_periods: int = 4
     "ALSA capture buffer in periods. Only a slow reader makes it fill; it never adds latency by itself."
-    playback_periods: int = 2
-    """ALSA playback buffer in periods. The playback thread keeps it full, so this is the speaker-side latency
-    (2 × 20 ms); one period of it is the margin that network and scheduling jitter may eat before an underrun."""
+    playback_periods: int = 4
+    """ALSA playback buffer in periods: only a ceiling. The playback thread keeps far less queued (see below)."""
+    playout_floor_ms: int = 20
+    """Least audio kept queued in the sound card: when nothing has arrived by then, silence is played. The margin for
+    the playback thread's own scheduling delays (Python threads on a busy Pi); the speaker side's share of latency."""
+    playout_target_ms: int = 30
+    """Most audio the sound card may hold queued, just before a received period is written, before the excess is cut.
+    The queue starts as small as the timing allows (a few ms); each time audio comes too late, 5 ms of silence is
+    played and stays as extra margin. This bound keeps those margins from adding up; it grows by 5 ms per late
+    packet (up to ``playout_max_ms``) and decays slowly when the network is calm."""
     playout_max_ms: int = 60
-    "Received audio waiting for the speaker beyond this is dropped (oldest first): clock drift never builds latency."
+    "Ceiling of that adaptive margin; received audio waiting beyond it is dropped, oldest first."
     aec_tail_ms: int = 200
     "Echo tail the canceller models: the speaker-to-microphone path, including the room's reverberation."
     aec_residual_suppression_db: int | None = 20
     """Attenuate the echo the linear filter leaves by up to this much (speex's suppressor; +10 ms latency, about
     +12 dB of echo reduction). None = linear cancellation only."""
+    own_audio_playout: bool = True
+    """Replace aiortc's audio jitter buffer, which holds every packet until four later ones arrived (80 ms), by one
+    that releases at once; the playout buffer absorbs jitter instead. False keeps aiortc's (the benchmark baseline)."""
     prefer_encoded_video: bool = True
     """Send the camera's own H.264 (hardware on a Pi 4) when H.264 is negotiated. False makes aiortc encode raw
     frames itself, as it always does for VP8."""
