@@ -60,10 +60,10 @@ class MediaSettings:
     "ALSA capture buffer in periods. Only a slow reader makes it fill; it never adds latency by itself."
     playback_periods: int = 4
     """ALSA playback buffer in periods: only a ceiling. The playback thread keeps far less queued (see below)."""
-    playout_floor_ms: int = 20
+    playout_floor_ms: int = 30
     """Least audio kept queued in the sound card: when nothing has arrived by then, silence is played. The margin for
     the playback thread's own scheduling delays (Python threads on a busy Pi); the speaker side's share of latency."""
-    playout_target_ms: int = 30
+    playout_target_ms: int = 40
     """Most audio the sound card may hold queued, just before a received period is written, before the excess is cut.
     The queue starts as small as the timing allows (a few ms); each time audio comes too late, 5 ms of silence is
     played and stays as extra margin. This bound keeps those margins from adding up; it grows by 5 ms per late

@@ -83,10 +83,15 @@ class CameraTrack(MediaStreamTrack):
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._started = True
-        if self._encoded:
-            self._camera.start_encoded(self._from_camera)
-        else:
-            self._camera.start_raw(self._from_camera)
+        try:
+            if self._encoded:
+                self._camera.start_encoded(self._from_camera)
+            else:
+                self._camera.start_raw(self._from_camera)
+        except Exception as exc:  # no camera, picamera2 missing off the Pi, device busy
+            logger.error("the camera did not start (%s: %s); the call goes on without video", type(exc).__name__, exc)
+            self.stop()
+            raise MediaStreamError from exc
 
     def _from_camera(self, item) -> None:
         """Camera thread: hand the frame or access unit to the loop."""
