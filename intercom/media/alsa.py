@@ -341,12 +341,11 @@ class AlsaPlayback:
         return capacity - avail if 0 <= avail <= capacity else 0
 
     def _write(self, pcm, data: bytes, capacity: int) -> None:
+        # The new data starts playing once what is queued now has played: timed before the write, so that a slow
+        # write (a first write that creates the test's output file, say) does not skew it.
+        heard = time.monotonic() + self._fill(pcm, capacity) / self.config.rate
         pcm.write(data)
-        now = time.monotonic()
         if len(data) >= self.config.period_bytes:
             self.written_periods += 1
         if self._on_played is not None:
-            frames = len(data) // self._frame_bytes
-            queued = self._fill(pcm, capacity)
-            heard = now + max(0, queued - frames) / self.config.rate
             self._on_played(data, heard)

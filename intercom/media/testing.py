@@ -173,3 +173,59 @@ class FrameLog:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+@dataclasses.dataclass
+class TwoWayResult:
+    """What each side's speaker played in a two-way call, and the timed periods at both ALSA boundaries."""
+
+    heard_by_a: np.ndarray
+    heard_by_b: np.ndarray
+    tap_a: RecordingTap
+    tap_b: RecordingTap
+
+
+async def two_way_call(directory: Path, a_says: np.ndarray, b_says: np.ndarray, seconds: float, **settings):
+    """A call between two engines on file devices: each side's microphone plays its signal, both at once."""
+    write_raw(directory / "a_in.raw", a_says)
+    write_raw(directory / "b_in.raw", b_says)
+    log_a, log_b = StateLog(), StateLog()
+    tap_a, tap_b = RecordingTap(), RecordingTap()
+    a = MediaEngine(loopback_settings(directory / "a_in.raw", directory / "a_out.raw", **settings), log_a,
+                    audio_tap=lambda call_id: tap_a)
+    b = MediaEngine(loopback_settings(directory / "b_in.raw", directory / "b_out.raw", **settings), log_b,
+                    audio_tap=lambda call_id: tap_b)
+    try:
+        await connect(a, log_a, b, log_b, "call-1")
+        await asyncio.sleep(seconds)
+    finally:
+        await a.close_all()
+        await b.close_all()
+    if ("call-1", "closed") not in log_a.events or ("call-1", "closed") not in log_b.events:
+        raise AssertionError(f"the call was not closed on both sides: {log_a.events} {log_b.events}")
+    tap_a._lock = tap_b._lock = None  # picklable for the trip back from a child process
+    return TwoWayResult(read_raw(directory / "a_out.raw"), read_raw(directory / "b_out.raw"), tap_a, tap_b)
+
+
+def _two_way_call_sync(config: str, *args, **kwargs) -> TwoWayResult:
+    os.environ["ALSA_CONFIG_PATH"] = config
+    return asyncio.run(two_way_call(*args, **kwargs))
+
+
+def two_way_call_in_fresh_process(directory: Path, a_says, b_says, seconds: float, **settings) -> TwoWayResult:
+    """:func:`two_way_call` in a new interpreter, like the door's own process.
+
+    Real-time audio threads in Python share the interpreter with everything else in the process: a test process that
+    has run hundreds of other tests has a larger heap (longer garbage-collection pauses) and more going on. The
+    audio tests measure the media path, so they run it where the door runs it, alone.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(
+            _two_way_call_sync, os.environ.get("ALSA_CONFIG_PATH", ""), directory, a_says, b_says, seconds,
+            **settings,
+        )
+        return future.result(timeout=120)

@@ -1,13 +1,11 @@
 """Audio both ways at once between two engines: ALSA file in, Opus over SRTP on loopback, ALSA file out."""
 
-import asyncio
-
 import numpy as np
 import pytest
 
 from intercom.media import MediaEngine
 from intercom.media import measure
-from intercom.media.testing import RecordingTap, StateLog, connect, loopback_settings, read_raw, timeline, write_raw
+from intercom.media.testing import timeline, two_way_call_in_fresh_process
 
 RATE = 48000
 SECONDS = 3.0
@@ -15,29 +13,21 @@ LEAD = 1.5
 "Silence before the signals: the playout settles (and trims start-up slack) before there is anything to cut."
 
 
-async def _call(tmp_path, **settings):
+def _call(tmp_path, **settings):
     """One call: side A says a 1 kHz tone, side B a chirp train, both at once; returns what each side heard."""
-    write_raw(tmp_path / "a_in.raw", measure.pad(measure.tone(1000, SECONDS), LEAD, 2))
-    write_raw(tmp_path / "b_in.raw", measure.pad(measure.chirp_train(SECONDS), LEAD, 2))
-    log_a, log_b = StateLog(), StateLog()
-    tap_a, tap_b = RecordingTap(), RecordingTap()
-    a = MediaEngine(loopback_settings(tmp_path / "a_in.raw", tmp_path / "a_out.raw", **settings), log_a,
-                    audio_tap=lambda call_id: tap_a)
-    b = MediaEngine(loopback_settings(tmp_path / "b_in.raw", tmp_path / "b_out.raw", **settings), log_b,
-                    audio_tap=lambda call_id: tap_b)
-    try:
-        await connect(a, log_a, b, log_b, "call-1")
-        await asyncio.sleep(LEAD + SECONDS + 0.5)
-    finally:
-        await a.close_all()
-        await b.close_all()
-    assert ("call-1", "closed") in log_a.events and ("call-1", "closed") in log_b.events
-    return read_raw(tmp_path / "a_out.raw"), read_raw(tmp_path / "b_out.raw"), tap_a, tap_b
+    result = two_way_call_in_fresh_process(
+        tmp_path,
+        measure.pad(measure.tone(1000, SECONDS), LEAD, 2),
+        measure.pad(measure.chirp_train(SECONDS), LEAD, 2),
+        LEAD + SECONDS + 0.5,
+        **settings,
+    )
+    return result.heard_by_a, result.heard_by_b, result.tap_a, result.tap_b
 
 
 @pytest.fixture(scope="module")
 def plain_call(tmp_path_factory):
-    return asyncio.run(_call(tmp_path_factory.mktemp("plain")))
+    return _call(tmp_path_factory.mktemp("plain"))
 
 
 def test_tone_comes_out_at_1khz_with_40db_snr(plain_call):
@@ -72,7 +62,7 @@ def test_chirps_come_out_correlated_and_the_delay_is_measured(plain_call):
 
 @pytest.fixture(scope="module")
 def aec_call(tmp_path_factory):
-    return asyncio.run(_call(tmp_path_factory.mktemp("aec"), echo_cancellation=True))
+    return _call(tmp_path_factory.mktemp("aec"), echo_cancellation=True)
 
 
 def test_echo_cancellation_in_the_path_keeps_the_near_end(aec_call):
