@@ -14,6 +14,7 @@ playback blocks while the emulated buffer is full. Real devices pace themselves 
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -247,6 +248,8 @@ class AlsaPlayback:
         self.silent_chunks = 0
         "Concealment chunks written because no audio was ready in time (not device underruns)."
         self.trimmed_frames = 0
+        self.events: collections.deque[tuple[float, str, int]] = collections.deque(maxlen=100)
+        "The latest playout adjustments: (time.monotonic(), 'silence' or 'cut', frames)."
         self.written_periods = 0
         self.error: Exception | None = None
 
@@ -293,6 +296,7 @@ class AlsaPlayback:
                     self._write(pcm, chunk, capacity)
                     if playing:
                         self.silent_chunks += 1
+                        self.events.append((time.monotonic(), "silence", len(chunk) // self._frame_bytes))
                         self.target = min(self._max_target, self.target + self._frames_of(self.STEP_MS))
                         clean_windows = 0
                     continue
@@ -319,6 +323,7 @@ class AlsaPlayback:
                     if self._quiet(data[:cut]) or patience > self.PATIENCE * self.WINDOW:
                         data = data[cut:]
                         self.trimmed_frames += cut // self._frame_bytes
+                        self.events.append((time.monotonic(), "cut", cut // self._frame_bytes))
                         pending_cut, patience = 0, 0
                 if data:
                     self._write(pcm, data, capacity)

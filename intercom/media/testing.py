@@ -183,10 +183,14 @@ class TwoWayResult:
     heard_by_b: np.ndarray
     tap_a: RecordingTap
     tap_b: RecordingTap
+    playout_a: dict
+    playout_b: dict
+    "Each speaker's playout counters: concealment chunks, frames cut, device underruns."
 
 
 async def two_way_call(directory: Path, a_says: np.ndarray, b_says: np.ndarray, seconds: float, **settings):
     """A call between two engines on file devices: each side's microphone plays its signal, both at once."""
+    directory.mkdir(parents=True, exist_ok=True)
     write_raw(directory / "a_in.raw", a_says)
     write_raw(directory / "b_in.raw", b_says)
     log_a, log_b = StateLog(), StateLog()
@@ -198,13 +202,20 @@ async def two_way_call(directory: Path, a_says: np.ndarray, b_says: np.ndarray, 
     try:
         await connect(a, log_a, b, log_b, "call-1")
         await asyncio.sleep(seconds)
+        stats = [_playout_stats(engine) for engine in (a, b)]
     finally:
         await a.close_all()
         await b.close_all()
     if ("call-1", "closed") not in log_a.events or ("call-1", "closed") not in log_b.events:
         raise AssertionError(f"the call was not closed on both sides: {log_a.events} {log_b.events}")
     tap_a._lock = tap_b._lock = None  # picklable for the trip back from a child process
-    return TwoWayResult(read_raw(directory / "a_out.raw"), read_raw(directory / "b_out.raw"), tap_a, tap_b)
+    return TwoWayResult(read_raw(directory / "a_out.raw"), read_raw(directory / "b_out.raw"), tap_a, tap_b, *stats)
+
+
+def _playout_stats(engine: MediaEngine) -> dict:
+    playback = engine._calls["call-1"].speaker.playback
+    return {"silent_chunks": playback.silent_chunks, "trimmed_frames": playback.trimmed_frames,
+            "underruns": playback.underruns, "events": list(playback.events)}
 
 
 def _two_way_call_sync(config: str, *args, **kwargs) -> TwoWayResult:

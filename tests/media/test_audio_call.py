@@ -13,16 +13,43 @@ LEAD = 1.5
 "Silence before the signals: the playout settles (and trims start-up slack) before there is anything to cut."
 
 
+ATTEMPTS = 3
+
+
+def _glitches(result) -> list:
+    """Playout adjustments (silence played, audio cut) while the signals were being heard, and device underruns.
+
+    Adjustments in the silent lead-in (settling after the first packets) do not touch the signals.
+    """
+    start = result.tap_b.captured_periods[0][0] + LEAD
+    end = start + SECONDS + 0.5
+    events = [e for playout in (result.playout_a, result.playout_b) for e in playout["events"] if start <= e[0] <= end]
+    return events + ["underrun"] * (result.playout_a["underruns"] + result.playout_b["underruns"])
+
+
 def _call(tmp_path, **settings):
-    """One call: side A says a 1 kHz tone, side B a chirp train, both at once; returns what each side heard."""
-    result = two_way_call_in_fresh_process(
-        tmp_path,
-        measure.pad(measure.tone(1000, SECONDS), LEAD, 2),
-        measure.pad(measure.chirp_train(SECONDS), LEAD, 2),
-        LEAD + SECONDS + 0.5,
-        **settings,
-    )
-    return result.heard_by_a, result.heard_by_b, result.tap_a, result.tap_b
+    """One call: side A says a 1 kHz tone, side B a chirp train, both at once; returns what each side heard.
+
+    Real-time audio in Python threads on a shared 2-core machine: when the machine stalls the call's threads for
+    longer than the playout margin, the playback thread plays a few milliseconds of silence, which the playout
+    counters record. Such a call measures the machine, not the media path, so it is repeated, at most
+    ``ATTEMPTS`` times in all; if every attempt glitched, the test fails with the counters.
+    """
+    counters = []
+    for attempt in range(ATTEMPTS):
+        result = two_way_call_in_fresh_process(
+            tmp_path / f"attempt-{attempt}",
+            measure.pad(measure.tone(1000, SECONDS), LEAD, 2),
+            measure.pad(measure.chirp_train(SECONDS), LEAD, 2),
+            LEAD + SECONDS + 0.5,
+            **settings,
+        )
+        glitches = _glitches(result)
+        counters.append(glitches)
+        print(f"attempt {attempt + 1}: playout glitches while the signals played: {glitches}")
+        if not glitches:
+            return result.heard_by_a, result.heard_by_b, result.tap_a, result.tap_b
+    pytest.fail(f"every call had playout glitches (scheduling stalls): {counters}")
 
 
 @pytest.fixture(scope="module")
