@@ -1,0 +1,129 @@
+"""Fixtures for the interop tests: matrix-js-sdk in headless Chromium against the door, on a real Synapse.
+
+- ``interop``: runs ``tests/interop/setup`` once per session (installs Chromium and the npm packages, builds the
+  page; fast when already done) and serves ``js/dist`` on 127.0.0.1. If the setup fails, every interop test
+  fails with its output: a harness that silently skips would hide that the door never talked to js-sdk.
+- ``homeserver`` / ``matrix_users``: this directory's own Synapse (the fixtures of ``tests/integration`` are not
+  visible here) and fresh users on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import secrets
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+
+from .harness import DIST_DIR, HERE, Installation
+
+SETUP = HERE / "setup"
+SETUP_TIMEOUT = 600
+
+
+class _PageHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript",
+                      ".map": "application/json"}
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+@pytest.fixture(scope="session")
+def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        try:
+            done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+            problem = None if done.returncode == 0 else (
+                f"exit status {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        pytest.fail(f"the interop harness could not be set up ({SETUP.relative_to(HERE.parent.parent)}):\n"
+                    f"{problem}", pytrace=False)
+    chromium, node = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("node")
+    if node is None or not (DIST_DIR / "harness.js").exists():
+        pytest.fail("the interop setup finished but left no node or no page bundle", pytrace=False)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_PageHandler,
+                                                                                  directory=str(DIST_DIR)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="interop-pages", daemon=True)
+    thread.start()
+    try:
+        yield Installation(chromium=chromium, node=node,
+                           page_url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def homeserver(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        try:
+            python = ensure_synapse()
+        except SynapseInstallError as err:
+            problem = str(err)
+        else:
+            problem = None
+    if problem is not None:
+        pytest.fail(f"Synapse is needed for the interop tests and could not be installed:\n{problem}", pytrace=False)
+    with Homeserver(tmp_path_factory.mktemp("synapse-interop"), synapse_python=python) as hs:
+        yield hs
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    password: str
+    access_token: str
+    device_id: str
+
+
+@pytest.fixture
+def matrix_users(homeserver: Homeserver) -> Callable[[str], User]:
+    def make(prefix: str = "user") -> User:
+        localpart = f"{prefix}-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(12)
+        user_id, token, device_id = homeserver.register_user(localpart, password)
+        return User(user_id, password, token, device_id)
+
+    return make
+
+
+#: Numbers the tests measured (test name -> {what: value}), printed at the end of the run.
+MEASURED: dict[str, dict[str, object]] = {}
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest) -> dict[str, object]:
+    """A dict the test fills with what it measured; shown in the terminal summary ("interop measurements")."""
+    numbers: dict[str, object] = {}
+    MEASURED[request.node.name] = numbers
+    return numbers
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    rows = {name: numbers for name, numbers in MEASURED.items() if numbers}
+    if not rows:
+        return
+    terminalreporter.section("interop measurements")
+    for name, numbers in rows.items():
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in numbers.items()))

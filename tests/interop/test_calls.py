@@ -1,0 +1,210 @@
+"""The door against matrix-js-sdk's legacy MatrixCall (what Element Web/Desktop runs) in headless Chromium.
+
+Each test runs a real door (simulated hardware, real aiortc and matrix-nio) and a js-sdk page on the test Synapse,
+and checks what each side saw: js-sdk's call state, hangup party and reason, the decoded remote video and the remote
+audio's energy; the door's call state, LEDs, call outcome, and what its speaker played.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .door import Rig, door_hears, hang_up_at_the_door, running_door, wait_until
+from .harness import open_browser
+
+pytestmark = pytest.mark.integration
+
+
+def page_ms(call: dict, state: str) -> int | None:
+    """When (page clock, ms) a js-sdk call first reached ``state``."""
+    return next((s["t"] for s in call["states"] if s["state"] == state), None)
+
+
+def media_numbers(stats: dict, measured: dict, prefix: str = "") -> None:
+    video, audio, element = stats.get("video") or {}, stats["audio"], stats["element"] or {}
+    if video:
+        measured[f"{prefix}frames"] = video["framesDecoded"]
+        measured[f"{prefix}size"] = f"{video['frameWidth']}x{video['frameHeight']}"
+        measured[f"{prefix}codec"] = video["codec"]
+        measured[f"{prefix}fps"] = stats.get("fps")
+    measured[f"{prefix}audio_level"] = round(audio["audioLevel"], 3)
+    measured[f"{prefix}audio_energy"] = round(audio["totalAudioEnergy"], 4)
+    measured[f"{prefix}analyser_peak_rms"] = round(element.get("peakRms", 0), 3)
+    measured[f"{prefix}pair"] = (stats.get("pair") or {}).get("local")
+
+
+@pytest.fixture
+def rig(homeserver, matrix_users, tmp_path):
+    return Rig(homeserver, matrix_users, tmp_path)
+
+
+def test_door_calls_js_sdk_answers_media_flows_and_js_sdk_hangs_up(interop, homeserver, rig, tmp_path, measured):
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                ringing = await owner.wait_incoming()
+                call_id = ringing["callId"]
+                assert ringing["state"] == "ringing" and ringing["type"] == "video"
+                invite = await owner.wait_event("m.call.invite", call_id=call_id)
+                assert invite["content"]["version"] == "1" and invite["content"]["invitee"] == rig.owner.user_id
+                assert door.core.led.value == "calling"
+
+                await owner.answer(call_id)
+                connected = await owner.wait_state(call_id, "connected")
+                # js-sdk picked up the door's stream as its usermedia feed (sdp_stream_metadata keyed right).
+                assert [f["purpose"] for f in connected["remoteFeeds"]] == ["m.usermedia"]
+                assert connected["remoteFeeds"][0]["video"] == 1 and connected["remoteFeeds"][0]["audio"] == 1
+                stats = await owner.live_media(call_id)
+                assert stats["video"]["frameWidth"] > 0 and stats["video"]["frameHeight"] > 0
+                peak, rms = await door_hears(door)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                assert door.core.call_id == call_id and door.core.led.value == "in_call"
+                await owner.wait_event("m.call.select_answer", call_id=call_id)
+
+                measured["ring_to_connected_ms"] = page_ms(connected, "connected") - page_ms(connected, "ringing")
+                measured["answer_to_connected_ms"] = (page_ms(connected, "connected")
+                                                      - page_ms(connected, "wait_local_media"))
+                media_numbers(stats, measured)
+                measured["door_speaker_peak"] = round(peak, 3)
+
+                await owner.hangup(call_id)
+                ended = await owner.wait_state(call_id, "ended")
+                assert ended["hangupParty"] == "local" and ended["hangupReason"] == "user_hangup"
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                last = door.orchestrator.last_call
+                assert last.call_id == call_id and last.outcome.value == "completed" and last.reason == "user_hangup"
+                assert door.core.led.value == "ended"
+
+    asyncio.run(main())
+
+
+def test_door_hangs_up_and_js_sdk_ends_with_the_reason(interop, homeserver, rig, tmp_path, measured):
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                call_id = (await owner.wait_incoming())["callId"]
+                await owner.answer(call_id)
+                await owner.live_media(call_id)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+
+                hang_up_at_the_door(door)
+                ended = await owner.wait_state(call_id, "ended", timeout=10)
+                assert ended["hangupParty"] == "remote" and ended["hangupReason"] == "user_hangup"
+                hangup = await owner.wait_event("m.call.hangup", call_id=call_id)
+                assert hangup["sender"] == rig.door.user_id
+                measured["door_hangup_to_js_sdk_ended_ms"] = ended["ended"] - hangup["t"] if hangup["t"] else None
+                await wait_until(lambda: door.core.state.value == "idle", "the door to be idle")
+                assert door.orchestrator.last_call.outcome.value == "completed"
+
+    asyncio.run(main())
+
+
+def test_owner_video_call_is_answered_with_media_both_ways(interop, homeserver, rig, tmp_path, measured):
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                call_id = await owner.place(rig.room_id, video=True)
+                connected = await owner.wait_state(call_id, "connected")
+                answer = await owner.wait_event("m.call.answer", call_id=call_id)
+                assert answer["sender"] == rig.door.user_id and answer["content"]["version"] == "1"
+                stats = await owner.live_media(call_id)
+                peak, _ = await door_hears(door)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                assert door.core.call_id == call_id and door.core.direction.value == "incoming"
+
+                measured["invite_to_connected_ms"] = page_ms(connected, "connected") - page_ms(connected, "invite_sent")
+                media_numbers(stats, measured)
+                measured["door_speaker_peak"] = round(peak, 3)
+
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                assert door.orchestrator.last_call.outcome.value == "completed"
+
+    asyncio.run(main())
+
+
+def test_owner_voice_call_is_answered_with_audio_both_ways(interop, homeserver, rig, tmp_path, measured):
+    """An audio-only offer (Element's "voice call"): the door answers audio only, and nothing crashes."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                call_id = await owner.place(rig.room_id, video=False)
+                invite = await owner.wait_event("m.call.invite", call_id=call_id)
+                assert "m=video" not in invite["content"]["offer"]["sdp"]
+                connected = await owner.wait_state(call_id, "connected")
+                assert connected["type"] == "voice"
+                answer = await owner.wait_event("m.call.answer", call_id=call_id)
+                assert answer["content"]["answer"]["sdp"].count("\r\nm=") == 1  # one audio section, as offered
+                stats = await owner.live_media(call_id, video=False)
+                assert stats["video"] is None
+                peak, _ = await door_hears(door)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+
+                measured["invite_to_connected_ms"] = page_ms(connected, "connected") - page_ms(connected, "invite_sent")
+                media_numbers(stats, measured)
+                measured["door_speaker_peak"] = round(peak, 3)
+
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                assert door.orchestrator.last_call.outcome.value == "completed"
+
+    asyncio.run(main())
+
+
+def test_a_strangers_call_is_never_answered_and_stops_ringing_at_once(interop, homeserver, rig, matrix_users,
+                                                                      tmp_path, measured):
+    stranger = matrix_users("stranger")
+    their_room = rig.room_with(stranger)
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            caller = await browser.client("stranger")
+            await caller.start(homeserver.url, stranger)
+            async with running_door(rig) as door:
+                call_id = await caller.place(their_room, video=True)
+                ended = await caller.wait_state(call_id, "ended", timeout=15)
+                reject = await caller.wait_event("m.call.reject", call_id=call_id)
+                assert reject["sender"] == rig.door.user_id
+                assert ended["hangupParty"] == "remote"
+                assert not await caller.events("m.call.answer", call_id=call_id)
+                measured["invite_to_ended_ms"] = ended["ended"] - page_ms(ended, "invite_sent")
+                assert measured["invite_to_ended_ms"] < 10_000  # js-sdk would ring for 60 s
+                await asyncio.sleep(1.0)
+                assert door.core.state.value == "idle" and door.core.led.value == "idle"
+
+    asyncio.run(main())
+
+
+def test_js_sdk_rejects_the_doors_call_and_the_door_shows_declined(interop, homeserver, rig, tmp_path, measured):
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                call_id = (await owner.wait_incoming())["callId"]
+                await owner.reject(call_id)
+                ended = await owner.wait_state(call_id, "ended")
+                assert ended["hangupParty"] == "local"
+                await wait_until(lambda: door.core.led.value == "declined", "the door to show declined", timeout=10)
+                assert door.core.state.value == "idle"
+                last = door.orchestrator.last_call
+                assert last.call_id == call_id and last.outcome.value == "declined"
+                reject = await owner.wait_event("m.call.reject", call_id=call_id)
+                measured["reject_to_declined_s"] = "<10"
+                assert reject["sender"] == rig.owner.user_id
+
+    asyncio.run(main())
