@@ -29,7 +29,7 @@ from _common import ALSA_TEST_CONFIG, setup
 from intercom.media import MediaEngine, measure
 from intercom.media.camera import Camera, CameraConfig
 from intercom.media.h264 import X264Encoder
-from intercom.media.synthetic import SCENE_FRAMES, SyntheticCamera, _make_scene, draw_frame_counter
+from intercom.media.synthetic import SCENE_FRAMES, SyntheticCamera, make_scene, draw_frame_counter
 from intercom.media.testing import FrameLog, StateLog, loopback_settings, use_alsa_test_config, write_raw
 
 LOOP = 60
@@ -39,7 +39,7 @@ _TIME_BASE = fractions.Fraction(1, 90000)
 
 def _scene_frames(config: CameraConfig) -> list[np.ndarray]:
     """LOOP yuv420p frames with their counters drawn in, as (h*3/2, w) arrays."""
-    scene = _make_scene(config.width, config.height)
+    scene = make_scene(config.width, config.height)
     frames = []
     for counter in range(LOOP):
         luma, u, v = scene[counter % SCENE_FRAMES]
@@ -173,7 +173,7 @@ def _door_process(conn, mode: str, width: int, height: int, fps: int, warmup: fl
     asyncio.run(run())
 
 
-async def _viewer(conn, directory: Path, codecs, seconds: float) -> FrameLog:
+async def _viewer(conn, directory: Path, codecs) -> dict:
     log, frames = StateLog(), FrameLog()
     viewer = MediaEngine(
         loopback_settings(directory / "viewer_in.raw", directory / "viewer_out.raw"),
@@ -208,7 +208,7 @@ def run_call(mode: str, width: int, height: int, fps: int, warmup: float = 3.0, 
     process.start()
     codecs = ("VP8",) if mode == "aiortc_vp8" else ("H264",)
     try:
-        result = asyncio.run(_viewer(ours, directory, codecs, warmup + window))
+        result = asyncio.run(_viewer(ours, directory, codecs))
     finally:
         process.join(30)
         if process.is_alive():

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
+
 from _common import median, report, setup
 
 from intercom.media import MediaEngine, measure
@@ -30,7 +32,7 @@ TARGET_MS = 80.0
 
 async def one_call(directory, **settings) -> tuple[float, float]:
     """Latency (ms) and the normalised correlation of the two timelines."""
-    write_raw(directory / "a_in.raw", measure.pad(measure.tone(300, 0.05) * 0, LEAD, SECONDS + 2))  # silent
+    write_raw(directory / "a_in.raw", np.zeros(int((LEAD + SECONDS + 2) * RATE), dtype=np.int16))  # A is silent
     write_raw(directory / "b_in.raw", measure.pad(measure.chirp_train(SECONDS, seed=3), LEAD, 2))
     log_a, log_b, tap_a, tap_b = StateLog(), StateLog(), RecordingTap(), RecordingTap()
     a = MediaEngine(loopback_settings(directory / "a_in.raw", directory / "a_out.raw", **settings), log_a,

@@ -53,7 +53,7 @@ def read_frame_counter(frame: av.VideoFrame) -> int:
     return counter
 
 
-def _make_scene(width: int, height: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def make_scene(width: int, height: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A loop of ``SCENE_FRAMES`` yuv420p frames (Y, U, V planes)."""
     rng = np.random.default_rng(2024)
     y, x = np.mgrid[0:height, 0:width]
@@ -113,7 +113,7 @@ class SyntheticCamera(Camera):
 
     def _run_capture(self, encoder: X264Encoder | None, sink) -> None:
         try:
-            scene = _make_scene(self.config.width, self.config.height)
+            scene = make_scene(self.config.width, self.config.height)
             interval = 1.0 / self.config.framerate
             start = time.monotonic()
             counter = 0

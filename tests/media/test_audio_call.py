@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from intercom.media import MediaEngine
 from intercom.media import measure
 from intercom.media.testing import timeline, two_way_call_in_fresh_process
 

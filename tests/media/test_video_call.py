@@ -2,7 +2,6 @@
 
 import asyncio
 
-import pytest
 
 from intercom.media import MediaEngine
 from intercom.media import sdp
