@@ -1,0 +1,681 @@
+"""The door's Matrix edge: one matrix-nio client turned into core events in and room events out.
+
+Theory of operation
+-------------------
+:meth:`MatrixAdapter.start` logs in (once: the session is saved in the state directory and reused, so a restart is
+the same device with the same E2EE keys) and does the first sync. :meth:`MatrixAdapter.run` is the sync loop. Each
+sync response is handled in one pass, in this order:
+
+1. nio applies it (room state, decryption of Megolm events, to-device messages);
+2. the door joins its configured room if it was invited (and no other room);
+3. key upload/query/claim and queued to-device messages, so that an answer sent next already reaches every device
+   of the owner that the sync announced;
+4. room facts (:class:`~intercom.core.RoomMembersChanged`, the state at the end of the batch) for every room that
+   changed, then :class:`~intercom.core.HomeserverConnectionChanged` if we were offline;
+5. the batch's ``m.call.*`` events (:class:`~intercom.core.CallEventReceived`), in timeline order, with their
+   ``unsigned.age``; invites already settled later in the batch and our own echoes are left out.
+
+Start-up does not ring for stale invites: the first sync after a start (``full_state`` from the saved sync token,
+so nio learns the complete member lists again) passes call events on with their real ages, and the core's
+liveness check (age against ``lifetime``) drops old invites. Synapse computes ``age`` when it writes a response,
+even one replayed from its two-minute sync cache, and the first request differs from every later one
+(``full_state=true``), so a quick restart does not receive the previous run's cached response either.
+
+Network trouble is never raised. Lost syncs are retried at once, then with a backoff of 0.5 s doubling to 4 s,
+and :class:`~intercom.core.HomeserverConnectionChanged` tells the core (and the LED) while the homeserver is gone.
+Sends retry transient failures and honour ``429`` ``retry_after_ms`` for up to :data:`SEND_BUDGET` seconds, then
+give up and return False. Only credentials the homeserver refuses raise (:class:`~intercom.matrix.errors.MatrixLoginError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    ErrorResponse,
+    InviteMemberEvent,
+    JoinResponse,
+    LocalProtocolError,
+    LoginResponse,
+    MegolmEvent,
+    RoomSendResponse,
+    SyncResponse,
+    WhoamiResponse,
+)
+
+from intercom.core import (
+    CallEventReceived,
+    HomeserverConnectionChanged,
+    RoomMembersChanged,
+    SendCallEvent,
+    TextMessageReceived,
+)
+from intercom.core.events import Event
+
+from . import routing, session
+from .errors import MatrixError, MatrixLoginError
+from .turn import TurnAnswer, TurnCache, TurnServer, TurnStatus, parse_turn_response
+
+log = logging.getLogger(__name__)
+
+#: The sync filter. The default timeline limit of 10 silently drops events from a burst (an invite followed by
+#: candidate batches); members are not lazy-loaded, so the member list (the core's room check) is complete.
+SYNC_FILTER: dict[str, Any] = {
+    "room": {
+        "timeline": {"limit": 100},
+        "state": {"lazy_load_members": False},
+        "ephemeral": {"not_types": ["*"]},
+    },
+    "presence": {"not_types": ["*"]},
+}
+#: How long the homeserver may hold a sync open (ms).
+SYNC_TIMEOUT_MS = 30_000
+#: Our own bound on one sync request beyond the server's long-poll time (s).
+SYNC_GRACE = 15.0
+#: Bound on other requests (s).
+REQUEST_TIMEOUT = 20.0
+#: Reconnect backoff: first delay, growth, ceiling (s). The ceiling bounds how long the door stays offline after
+#: the homeserver is back.
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 4.0
+#: How long a send keeps retrying transient failures (s); a call event older than this is no use to anyone.
+SEND_BUDGET = 20.0
+#: At most this many attempts per send; the delays between them start at 0.25 s and double up to BACKOFF_MAX.
+SEND_ATTEMPTS = 10
+SEND_BACKOFF_FIRST = 0.25
+#: Undecryptable events kept for a retry when room keys arrive later (count, seconds).
+UNDECRYPTED_KEEP = 50
+UNDECRYPTED_MAX_AGE = 120.0
+#: Upper bound on honouring a 429's retry_after_ms during the sync loop (s).
+MAX_RATE_LIMIT_WAIT = 30.0
+
+_TRANSIENT_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatrixSettings:
+    """Who the door is on Matrix. Exactly one of ``password`` and ``access_token``; secrets stay out of ``repr``."""
+
+    homeserver: str  #: base URL, e.g. ``https://matrix.example.org``
+    user_id: str  #: the door's own account
+    room_id: str  #: the one room the door joins when invited, and calls in
+    state_dir: Path | str  #: session and E2EE store (created ``0700``)
+    password: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    device_name: str = "Doorbell intercom"
+
+    def __post_init__(self) -> None:
+        if (self.password is None) == (self.access_token is None):
+            raise MatrixError("give the door's Matrix account exactly one of a password and an access token")
+
+
+class _NioClient(AsyncClient):
+    """nio's client, keeping the raw timeline events of the last sync before nio replaces encrypted ones by their
+    decrypted form (which loses ``unsigned.age``)."""
+
+    envelopes: dict[str, list[Mapping[str, Any]]]
+
+    async def receive_response(self, response: Any) -> None:
+        if isinstance(response, SyncResponse):
+            self.envelopes = {
+                room_id: [getattr(e, "source", {}) for e in info.timeline.events]
+                for room_id, info in response.rooms.join.items()
+            }
+        await super().receive_response(response)
+
+
+@dataclass(slots=True)
+class _Undecrypted:
+    room_id: str
+    event: MegolmEvent
+    envelope: Mapping[str, Any]
+    received: float  # monotonic
+
+
+class _Failure:
+    """Why a request failed, and whether retrying can help."""
+
+    def __init__(self, what: str, *, transient: bool, retry_after: float | None = None, auth: bool = False):
+        self.what, self.transient, self.retry_after, self.auth = what, transient, retry_after, auth
+
+    def __str__(self) -> str:
+        return self.what
+
+    @classmethod
+    def of(cls, result: Any) -> _Failure:
+        if isinstance(result, BaseException):
+            return cls(f"{type(result).__name__}: {result}" if str(result) else type(result).__name__, transient=True)
+        if isinstance(result, ErrorResponse):
+            status = getattr(getattr(result, "transport_response", None), "status", None)
+            text = f"HTTP {status} {result}" if status else str(result)
+            if status == 429 or result.status_code == "M_LIMIT_EXCEEDED":
+                return cls(text, transient=True, retry_after=(result.retry_after_ms or 1000) / 1000)
+            if status == 401 or result.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                return cls(text, transient=False, auth=True)
+            return cls(text, transient=status is None or status >= 500)
+        return cls(f"unexpected answer {type(result).__name__}", transient=True)
+
+
+def send_backoff(attempt: int) -> float:
+    """Delay after failed send attempt number ``attempt`` (1-based)."""
+    return min(BACKOFF_MAX, SEND_BACKOFF_FIRST * 2 ** (attempt - 1))
+
+
+async def _sleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)  # one place, so tests can stand in for the clock
+
+
+def backoff(failures: int) -> float:
+    """Delay before retry number ``failures`` (1-based) of a lost connection: 0 for the first, then doubling."""
+    if failures <= 1:
+        return 0.0
+    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 2)) * random.uniform(0.9, 1.0)
+
+
+class MatrixAdapter:
+    """The door's Matrix client. ``on_event`` receives core events; it is called from the sync loop and must not
+    block (queue them)."""
+
+    def __init__(self, settings: MatrixSettings, on_event: Callable[[Event], None]) -> None:
+        self.settings = settings
+        self._homeserver = settings.homeserver.rstrip("/")
+        self._on_event = on_event
+        self._state_dir = Path(settings.state_dir)
+        self._client: _NioClient | None = None
+        self._online: bool | None = None
+        self._offline_since: float | None = None
+        self._facts: dict[str, RoomMembersChanged] = {}
+        self._left: set[str] = set()
+        self._refused_invites: set[str] = set()
+        self._join_failed = False
+        self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
+        self._send_lock = asyncio.Lock()
+        self._turn = TurnCache()
+        self._turn_lock = asyncio.Lock()
+        self._turn_task: asyncio.Task[list[TurnServer]] | None = None
+        self._request: asyncio.Task[Any] | None = None
+        self._joined_before: set[str] = set()  # rooms whose complete timeline we have seen since start
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # --- public view -------------------------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self.settings.user_id
+
+    @property
+    def device_id(self) -> str | None:
+        return self._client.device_id if self._client else None
+
+    @property
+    def online(self) -> bool:
+        return bool(self._online)
+
+    # --- start-up ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in (or resume the saved session) and do the first sync. Retries while the homeserver cannot be
+        reached; raises :class:`MatrixLoginError` when it refuses the credentials."""
+        if self._client is not None:
+            raise MatrixError("the Matrix adapter is already started")
+        self._client = self._new_client()
+        await self._retrying("log in", self._login)
+        session.make_private(self._state_dir)
+        await self._retrying("sync", self._first_sync)
+        session.make_private(self._state_dir)
+
+    async def _retrying(self, what: str, step: Callable[[], Any]) -> None:
+        """Run ``step`` until it stops failing transiently. ``step`` returns None on success or a failure."""
+        failures = 0
+        while True:
+            self._check_open()
+            try:
+                failure = await step()
+            except _TRANSIENT_EXCEPTIONS as exc:
+                failure = _Failure.of(exc)
+            if failure is None:
+                return
+            if not failure.transient:
+                raise MatrixLoginError(f"the homeserver refused to let the door {what}: {failure}")
+            failures += 1
+            delay = failure.retry_after if failure.retry_after is not None else backoff(failures + 1)
+            self._set_online(False, f"cannot {what}: {failure}")
+            await self._pause(min(delay, MAX_RATE_LIMIT_WAIT))
+
+    async def _login(self) -> _Failure | None:
+        client, s = self._require_client(), self.settings
+        saved = session.load_session(self._state_dir)
+        if (saved is not None and saved.homeserver == self._homeserver and saved.user_id == s.user_id
+                and (s.access_token is None or saved.access_token == s.access_token)):
+            client.restore_login(saved.user_id, saved.device_id, saved.access_token)
+            log.info("Matrix: resuming the saved session of %s (device %s)", saved.user_id, saved.device_id)
+            return None
+        if s.access_token is not None:
+            client.access_token = s.access_token
+            who = await client.whoami()
+            if not isinstance(who, WhoamiResponse):
+                return _Failure.of(who)
+            if who.user_id != s.user_id or not who.device_id:
+                raise MatrixLoginError(
+                    f"the access token belongs to {who.user_id} (device {who.device_id}), not to {s.user_id}")
+            new = session.Session(self._homeserver, who.user_id, who.device_id, s.access_token)
+            client.restore_login(new.user_id, new.device_id, new.access_token)
+            log.info("Matrix: using the given access token of %s (device %s)", new.user_id, new.device_id)
+        else:
+            assert s.password is not None
+            response = await client.login(password=s.password, device_name=s.device_name)
+            if not isinstance(response, LoginResponse):
+                failure = _Failure.of(response)
+                if not failure.transient:
+                    raise MatrixLoginError(f"the homeserver refused the door's password: {failure}")
+                return failure
+            new = session.Session(self._homeserver, response.user_id, response.device_id, response.access_token)
+            log.info("Matrix: logged in as %s, new device %s", new.user_id, new.device_id)
+        session.save_session(self._state_dir, new)
+        return None
+
+    async def _first_sync(self) -> _Failure | None:
+        result = await self._sync(timeout_ms=0, full_state=True)
+        if isinstance(result, SyncResponse):
+            await self._process(result)
+            return None
+        failure = _Failure.of(result)
+        if failure.auth:
+            await self._session_refused(failure)
+            return _Failure("log in again", transient=True, retry_after=0.0)
+        return failure
+
+    async def _session_refused(self, failure: _Failure) -> None:
+        """The saved token was refused: with a password, log in again (a new device); without, give up."""
+        if self.settings.password is None:
+            raise MatrixLoginError(f"the homeserver no longer accepts the door's access token ({failure})")
+        log.warning("Matrix: the saved session was refused (%s); logging in again as a new device", failure)
+        session.forget_session(self._state_dir)
+        await self._require_client().close()
+        self._client = self._new_client()
+        await self._retrying("log in", self._login)
+
+    def _new_client(self) -> _NioClient:
+        crypto = session.crypto_dir(self._state_dir)  # nio needs the store directory before login
+        config = AsyncClientConfig(
+            encryption_enabled=True,
+            store_sync_tokens=True,
+            max_timeouts=0,  # connection errors come back to us at once: we retry, and tell the core
+            max_limit_exceeded=0,  # 429s come back to us too: we honour retry_after_ms ourselves
+            request_timeout=REQUEST_TIMEOUT,
+        )
+        client = _NioClient(self._homeserver, self.settings.user_id, store_path=str(crypto), config=config)
+        client.envelopes = {}
+        return client
+
+    # --- the sync loop -----------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sync until :meth:`close`. Returns normally after close; raises only :class:`MatrixLoginError`."""
+        self._require_client()
+        failures = 0
+        while not self._closing:
+            result = await self._sync(timeout_ms=SYNC_TIMEOUT_MS if self._online else 0, full_state=False)
+            if self._closing:
+                break
+            if isinstance(result, SyncResponse):
+                failures = 0
+                try:
+                    await self._process(result)
+                except Exception:
+                    if self._closing:
+                        break
+                    # nio has applied the response and moved past it: log, and keep the door alive.
+                    log.exception("Matrix: failed to handle a sync response")
+                continue
+            failure = _Failure.of(result)
+            if failure.auth:
+                self._set_online(False, f"the homeserver refused the door's session ({failure})")
+                raise MatrixLoginError(f"the homeserver no longer accepts the door's session: {failure}")
+            failures += 1
+            if failures == 1 and failure.retry_after is None:
+                # One lost request (a long-poll cut by a proxy, a stale pooled connection) is not an outage yet.
+                log.debug("Matrix: sync failed (%s), retrying at once", failure)
+                continue
+            self._set_online(False, str(failure))
+            delay = failure.retry_after if failure.retry_after is not None else backoff(failures)
+            await self._pause(min(delay, MAX_RATE_LIMIT_WAIT))
+
+    async def _sync(self, *, timeout_ms: int, full_state: bool) -> Any:
+        """One sync request; returns the response, an ErrorResponse, or the exception it failed with."""
+        client = self._require_client()
+        bound = timeout_ms / 1000 + SYNC_GRACE
+
+        async def bounded() -> Any:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(bound):
+                return await client.sync(timeout=timeout_ms, sync_filter=SYNC_FILTER, full_state=full_state or None)
+
+        request = self._request = asyncio.ensure_future(bounded())
+        try:
+            await asyncio.wait({request})
+        except asyncio.CancelledError:
+            request.cancel()
+            raise
+        finally:
+            self._request = None
+        if request.cancelled():
+            return asyncio.CancelledError()
+        exc = request.exception()
+        return exc if exc is not None else request.result()
+
+    async def _process(self, response: SyncResponse) -> None:
+        """Everything one sync brings, in the order the module docstring gives."""
+        client = self._require_client()
+        envelopes, client.envelopes = client.envelopes, {}
+        await self._handle_invites(response)
+        self._left.update(response.rooms.leave)
+        self._left.difference_update(response.rooms.join)
+        await self._maintain_keys()
+        self._retry_undecrypted(response)
+        self._update_facts()
+        self._set_online(True)
+
+        batch: list[CallEventReceived] = []
+        texts: list[TextMessageReceived] = []
+        for room_id, info in response.rooms.join.items():
+            raw = envelopes.get(room_id, [])
+            for index, event in enumerate(info.timeline.events):
+                envelope = raw[index] if index < len(raw) else None
+                if isinstance(event, MegolmEvent):
+                    self._remember_undecrypted(room_id, event, envelope)
+                    continue
+                converted = routing.to_core_event(room_id, event, envelope)
+                if converted is not None:
+                    batch.append(converted)
+                elif (text := routing.to_text_event(room_id, event, envelope)) is not None:
+                    texts.append(text)
+            if info.timeline.limited and room_id in self._joined_before:
+                log.warning("Matrix: more than %d events arrived in %s since the last sync; older ones were skipped",
+                            SYNC_FILTER["room"]["timeline"]["limit"], room_id)
+        self._forward(batch)
+        for text in texts:  # possible owner commands; the core decides (sender, room, age)
+            if text.sender != self.settings.user_id:
+                self._emit(text)
+        self._joined_before.update(response.rooms.join)
+        self._joined_before.difference_update(response.rooms.leave)
+        self._refresh_turn_if_due()
+
+    def _forward(self, batch: list[CallEventReceived]) -> None:
+        kept, dropped = routing.drop_superseded_invites(batch)
+        for event in dropped:
+            log.info("Matrix: not ringing for %s: the call was settled later in the same sync", routing.describe(event))
+        for event in kept:
+            if event.sender == self.settings.user_id:
+                log.debug("Matrix: our own %s came back", event.event_type)
+                continue
+            level = logging.DEBUG if event.event_type == "m.call.candidates" else logging.INFO
+            log.log(level, "Matrix: received %s", routing.describe(event))
+            self._emit(event)
+
+    async def _handle_invites(self, response: SyncResponse) -> None:
+        """Join the configured room when invited (again after each sync until it works); never any other room."""
+        client, room_id = self._require_client(), self.settings.room_id
+        for other, info in response.rooms.invite.items():
+            if other != room_id and other not in self._refused_invites:
+                self._refused_invites.add(other)
+                inviter = next((e.sender for e in info.invite_state if isinstance(e, InviteMemberEvent)
+                                and e.state_key == self.settings.user_id), "someone")
+                log.info("Matrix: not joining %s (invited by %s): the door only joins its configured room %s",
+                         other, inviter, room_id)
+        if room_id not in client.invited_rooms or room_id in response.rooms.join:
+            return
+        try:
+            result: Any = await client.join(room_id)
+        except _TRANSIENT_EXCEPTIONS as exc:
+            result = _Failure.of(exc)
+        if isinstance(result, JoinResponse):
+            log.info("Matrix: joined the configured room %s", room_id)
+            self._join_failed = False
+        else:
+            log.log(logging.DEBUG if self._join_failed else logging.WARNING,
+                    "Matrix: could not join the configured room %s (will retry): %s", room_id, result)
+            self._join_failed = True
+
+    async def _maintain_keys(self) -> None:
+        """What nio's sync_forever does between syncs: keys up, keys of others down, one-time keys claimed."""
+        client = self._require_client()
+        steps: list[tuple[str, Callable[[], Any]]] = [("send to-device messages", client.send_to_device_messages)]
+        if client.should_upload_keys:
+            steps.append(("upload keys", client.keys_upload))
+        if client.should_query_keys:
+            steps.append(("query keys", client.keys_query))
+        if client.should_claim_keys:
+            steps.append(("claim keys", lambda: client.keys_claim(client.get_users_for_key_claiming())))
+        for what, step in steps:
+            try:
+                result = await step()
+            except _TRANSIENT_EXCEPTIONS as exc:
+                result = exc
+            except LocalProtocolError as exc:
+                log.debug("Matrix: could not %s: %s", what, exc)
+                continue
+            if isinstance(result, (ErrorResponse, BaseException)):
+                log.warning("Matrix: could not %s (will retry after the next sync): %s", what, _Failure.of(result))
+
+    def _update_facts(self) -> None:
+        client = self._require_client()
+        rooms = set(client.rooms) | {self.settings.room_id}
+        for room_id in sorted(rooms):
+            room = client.rooms.get(room_id)
+            facts = routing.room_facts(room_id, room, joined=room_id not in self._left)
+            if self._facts.get(room_id) != facts:
+                self._facts[room_id] = facts
+                if room_id == self.settings.room_id and self.settings.user_id not in facts.joined:
+                    log.info("Matrix: the door is not in its room %s (yet)", room_id)
+                elif room_id == self.settings.room_id:
+                    log.info("Matrix: room %s has %d joined members (%s), join rule %s", room_id, len(facts.joined),
+                             ", ".join(sorted(facts.joined)), facts.join_rule)
+                self._emit(facts)
+
+    # --- encrypted events that could not be decrypted (yet) ----------------------------------------------------
+
+    def _remember_undecrypted(self, room_id: str, event: MegolmEvent, envelope: Mapping[str, Any] | None) -> None:
+        log.warning("Matrix: could not decrypt event %s from %s in %s (session %s); will retry when keys arrive",
+                    event.event_id, event.sender, room_id, event.session_id)
+        self._undecrypted.append(_Undecrypted(room_id, event, envelope or event.source, time.monotonic()))
+
+    def _retry_undecrypted(self, response: SyncResponse) -> None:
+        if not self._undecrypted or not response.to_device_events:
+            return
+        client = self._require_client()
+        now = time.monotonic()
+        waiting, self._undecrypted = self._undecrypted, deque(maxlen=UNDECRYPTED_KEEP)
+        late: list[CallEventReceived] = []
+        for item in waiting:
+            if now - item.received > UNDECRYPTED_MAX_AGE:
+                continue
+            try:
+                decrypted = client.decrypt_event(item.event)
+            except Exception:  # nio raises EncryptionError and friends when the key is still missing
+                self._undecrypted.append(item)
+                continue
+            converted = routing.to_core_event(item.room_id, decrypted, item.envelope)
+            if converted is not None:
+                held = int((now - item.received) * 1000)
+                age = None if converted.age_ms is None else converted.age_ms + held
+                late.append(CallEventReceived(room_id=converted.room_id, sender=converted.sender,
+                                              event_type=converted.event_type, content=converted.content,
+                                              age_ms=age, event_id=converted.event_id))
+                log.info("Matrix: decrypted event %s late, after its room key arrived", item.event.event_id)
+        self._forward(late)
+
+    # --- sending -----------------------------------------------------------------------------------------------
+
+    async def send(self, action: SendCallEvent) -> bool:
+        """Send one call event (encrypted if the room is). Sends are made one at a time, in call order.
+
+        Transient failures are retried for up to :data:`SEND_BUDGET` seconds with the same transaction ID (so the
+        homeserver stores the event once); a 429's ``retry_after_ms`` is honoured. Returns whether the homeserver
+        accepted the event; never raises.
+        """
+        client = self._client
+        call_id = action.content.get("call_id")
+        what = f"{action.event_type}{f' (call {str(call_id)[:64]})' if call_id else ''} to {action.room_id}"
+        if client is None or self._closing:
+            log.error("Matrix: cannot send %s: the adapter is not running", what)
+            return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waited = 0.0  # time spent sleeping between attempts (what the budget is mostly made of)
+        txn = uuid.uuid4().hex
+        attempt = 0
+        async with self._send_lock:
+            while True:
+                attempt += 1
+                try:
+                    result: Any = await client.room_send(action.room_id, action.event_type, dict(action.content),
+                                                         tx_id=txn, ignore_unverified_devices=True)
+                except _TRANSIENT_EXCEPTIONS as exc:
+                    result = exc
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # nio's LocalProtocolError (unknown room), encryption trouble, ...
+                    log.error("Matrix: could not send %s: %s: %s", what, type(exc).__name__, exc)
+                    return False
+                if isinstance(result, RoomSendResponse):
+                    level = logging.DEBUG if action.event_type == "m.call.candidates" else logging.INFO
+                    log.log(level, "Matrix: sent %s as %s", what, result.event_id)
+                    return True
+                failure = _Failure.of(result)
+                if not failure.transient:
+                    log.error("Matrix: the homeserver refused %s: %s", what, failure)
+                    return False
+                delay = failure.retry_after if failure.retry_after is not None else send_backoff(attempt)
+                spent = max(loop.time() - started, waited)
+                if attempt >= SEND_ATTEMPTS or spent + delay > SEND_BUDGET or self._closing:
+                    log.error("Matrix: gave up sending %s after %d attempts: %s", what, attempt, failure)
+                    return False
+                log.log(logging.WARNING if attempt == 1 else logging.DEBUG,
+                        "Matrix: sending %s failed (%s); retrying in %.2f s", what, failure, delay)
+                await _sleep(delay)
+                waited += delay
+
+    async def send_notice(self, room_id: str, text: str) -> bool:
+        """Post a short ``m.notice`` (acknowledgements, refusals); the same retries as call events."""
+        return await self.send(SendCallEvent(room_id=room_id, event_type="m.room.message",
+                                             content={"msgtype": "m.notice", "body": text}))
+
+    # --- TURN --------------------------------------------------------------------------------------------------
+
+    async def turn_servers(self) -> list[TurnServer]:
+        """The ICE servers for the next call: the homeserver's TURN URIs (UDP first) with fresh credentials, or
+        ``[]`` when it offers none. Cached until shortly before the credentials expire; never raises."""
+        loop = asyncio.get_running_loop()
+        if self._turn.fresh(loop.time()):
+            return self._turn.servers(loop.time())
+        async with self._turn_lock:
+            if not self._turn.fresh(loop.time()):
+                answer = await self._fetch_turn()
+                servers = self._turn.update(answer, loop.time())
+                if answer.status is TurnStatus.OK:
+                    log.info("Matrix: TURN credentials for %s, valid %d s", ", ".join(answer.servers[0].urls),
+                             int(answer.ttl))
+                elif answer.status is TurnStatus.ERROR:
+                    log.warning("Matrix: could not get TURN credentials (%s); %s", answer.detail,
+                                "keeping the current ones" if servers else "calls will use no TURN server")
+                else:
+                    log.info("Matrix: no TURN server: %s", answer.detail)
+            return self._turn.servers(loop.time())
+
+    async def _fetch_turn(self) -> TurnAnswer:
+        client = self._client
+        if client is None or not client.access_token:
+            return TurnAnswer(TurnStatus.ERROR, detail="not logged in")
+        try:
+            # nio has no wrapper for this endpoint, and its raw send() adds no Authorization header.
+            response = await client.send("GET", "/_matrix/client/v3/voip/turnServer",
+                                         headers={"Authorization": f"Bearer {client.access_token}"},
+                                         timeout=REQUEST_TIMEOUT)
+            try:
+                body = await response.json(content_type=None)
+            except ValueError:
+                body = None
+            finally:
+                response.release()
+        except _TRANSIENT_EXCEPTIONS as exc:
+            return TurnAnswer(TurnStatus.ERROR, detail=str(_Failure.of(exc)))
+        return parse_turn_response(response.status, body)
+
+    def _refresh_turn_if_due(self) -> None:
+        """Fetch TURN credentials in the background when they are due, so a call never waits for them."""
+        loop = asyncio.get_running_loop()
+        if self._turn.fresh(loop.time()) or (self._turn_task is not None and not self._turn_task.done()):
+            return
+        self._turn_task = asyncio.ensure_future(self.turn_servers())
+
+    # --- shutdown ----------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop the sync loop (:meth:`run` returns) and close the connection. Idempotent."""
+        self._closing = True
+        self._closed.set()
+        for task in (self._request, self._turn_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if self._turn_task is not None:
+            await asyncio.gather(self._turn_task, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+
+    def _require_client(self) -> _NioClient:
+        if self._client is None:
+            raise MatrixError("the Matrix adapter is not started")
+        return self._client
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise MatrixError("the Matrix adapter was closed")
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on close."""
+        if seconds > 0:
+            try:
+                async with asyncio.timeout(seconds):  # not wait_for: it can swallow a cancellation of run()
+                    await self._closed.wait()
+            except TimeoutError:
+                pass
+
+    def _set_online(self, online: bool, why: str = "") -> None:
+        if online == self._online:
+            return
+        previous, self._online = self._online, online
+        if online:
+            if previous is False and self._offline_since is not None:
+                log.info("Matrix: homeserver %s is back (offline for %.1f s)", self.settings.homeserver,
+                         time.monotonic() - self._offline_since)
+            else:
+                log.info("Matrix: connected to %s as %s (device %s)", self.settings.homeserver, self.settings.user_id,
+                         self.device_id)
+            self._offline_since = None
+        else:
+            self._offline_since = time.monotonic()
+            log.warning("Matrix: offline, the homeserver %s cannot be reached (%s); retrying", self.settings.homeserver,
+                        why)
+        self._emit(HomeserverConnectionChanged(online=online))
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("Matrix: the event handler failed on %s", type(event).__name__)

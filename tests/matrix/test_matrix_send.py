@@ -1,0 +1,150 @@
+"""Sending call events (MatrixAdapter.send): retries, 429s, giving up, order. nio's client is stood in for here:
+the homeserver's part of sending is covered by test_matrix_adapter.py."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from nio import LocalProtocolError, RoomSendError, RoomSendResponse
+
+from intercom.core import SendCallEvent
+from intercom.matrix import MatrixAdapter, MatrixError, MatrixSettings, client as client_module
+
+ROOM = "!room:localhost"
+
+
+def error(status: int, errcode: str = "M_UNKNOWN", retry_after_ms: int | None = None) -> RoomSendError:
+    response = RoomSendError(f"HTTP {status}", errcode, retry_after_ms, room_id=ROOM)
+    response.transport_response = SimpleNamespace(status=status)
+    return response
+
+
+OK = RoomSendResponse("$sent:localhost", ROOM)
+
+
+class StandIn:
+    """Answers room_send from a script; records each call."""
+
+    def __init__(self, *script: Any):
+        self.script = list(script)
+        self.calls: list[dict[str, Any]] = []
+        self.device_id = "DOOR"
+
+    async def room_send(self, room_id, message_type, content, tx_id=None, ignore_unverified_devices=False):
+        self.calls.append(dict(room_id=room_id, type=message_type, content=content, tx_id=tx_id,
+                               ignore_unverified_devices=ignore_unverified_devices))
+        step = self.script.pop(0) if self.script else OK
+        if callable(step):
+            step = await step()
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+@pytest.fixture
+def slept(monkeypatch) -> list[float]:
+    delays: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr(client_module, "_sleep", no_wait)
+    return delays
+
+
+def adapter_with(tmp_path, stand_in: StandIn) -> MatrixAdapter:
+    adapter = MatrixAdapter(MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@door:localhost", room_id=ROOM,
+                                           state_dir=tmp_path, password="pw"), lambda event: None)
+    adapter._client = stand_in  # type: ignore[assignment]
+    return adapter
+
+
+def hangup(call_id: str = "zCall") -> SendCallEvent:
+    return SendCallEvent(room_id=ROOM, event_type="m.call.hangup",
+                         content={"call_id": call_id, "party_id": "DOOR", "version": "1", "reason": "user_hangup"})
+
+
+def test_transient_failures_are_retried_with_one_transaction_id(tmp_path, slept):
+    stand_in = StandIn(aiohttp.ClientConnectionError("reset"), error(429, "M_LIMIT_EXCEEDED", 1500), error(502),
+                       asyncio.TimeoutError(), OK)
+    assert asyncio.run(adapter_with(tmp_path, stand_in).send(hangup())) is True
+    assert len(stand_in.calls) == 5
+    assert len({c["tx_id"] for c in stand_in.calls}) == 1  # the homeserver stores the event once
+    assert all(c["ignore_unverified_devices"] for c in stand_in.calls)
+    assert stand_in.calls[0]["content"] == hangup().content
+    assert slept == [0.25, 1.5, 1.0, 2.0]  # the 429's retry_after_ms is honoured
+
+
+def test_a_refusal_is_not_retried(tmp_path, slept):
+    stand_in = StandIn(error(403, "M_FORBIDDEN"))
+    assert asyncio.run(adapter_with(tmp_path, stand_in).send(hangup())) is False
+    assert len(stand_in.calls) == 1 and slept == []
+
+
+@pytest.mark.parametrize("problem", [LocalProtocolError("No such room"), ValueError("bad device keys")])
+def test_local_failures_are_reported_not_raised(tmp_path, slept, problem):
+    assert asyncio.run(adapter_with(tmp_path, StandIn(problem)).send(hangup())) is False
+
+
+def test_sending_gives_up_within_its_budget(tmp_path, slept):
+    stand_in = StandIn(*[error(503)] * 50)
+    assert asyncio.run(adapter_with(tmp_path, stand_in).send(hangup())) is False
+    assert 5 < len(stand_in.calls) <= client_module.SEND_ATTEMPTS
+    assert sum(slept) <= client_module.SEND_BUDGET
+
+
+def test_a_rate_limit_longer_than_the_budget_gives_up_at_once(tmp_path, slept):
+    stand_in = StandIn(error(429, "M_LIMIT_EXCEEDED", 60_000))
+    assert asyncio.run(adapter_with(tmp_path, stand_in).send(hangup())) is False
+    assert len(stand_in.calls) == 1 and slept == []
+
+
+def test_sends_go_out_one_at_a_time_in_order(tmp_path):
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+        order: list[str] = []
+
+        async def slow_first() -> RoomSendResponse:
+            order.append("first started")
+            await gate.wait()
+            order.append("first done")
+            return OK
+
+        stand_in = StandIn(slow_first)
+        adapter = adapter_with(tmp_path, stand_in)
+        first = asyncio.create_task(adapter.send(hangup("zFirst")))
+        second = asyncio.create_task(adapter.send(hangup("zSecond")))
+        await asyncio.sleep(0.05)
+        order.append(f"calls so far: {len(stand_in.calls)}")
+        gate.set()
+        assert await first and await second
+        return order + [c["content"]["call_id"] for c in stand_in.calls]
+
+    assert asyncio.run(main()) == ["first started", "calls so far: 1", "first done", "zFirst", "zSecond"]
+
+
+def test_send_before_start_is_refused(tmp_path):
+    adapter = MatrixAdapter(MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@door:localhost", room_id=ROOM,
+                                           state_dir=tmp_path, access_token="t"), lambda event: None)
+    assert asyncio.run(adapter.send(hangup())) is False
+
+
+def test_settings_need_exactly_one_credential(tmp_path):
+    for credentials in ({}, {"password": "p", "access_token": "t"}):
+        with pytest.raises(MatrixError):
+            MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@d:x", room_id=ROOM, state_dir=tmp_path,
+                           **credentials)
+    assert "pw" not in repr(MatrixSettings(homeserver="h", user_id="@d:x", room_id=ROOM, state_dir=tmp_path,
+                                           password="pw"))
+
+
+def test_reconnect_backoff():
+    delays = [client_module.backoff(n) for n in range(1, 10)]
+    assert delays[0] == 0  # one lost request is retried at once
+    assert 0.45 <= delays[1] <= 0.5
+    assert all(a <= b * 1.2 for a, b in zip(delays, delays[1:]))
+    assert max(delays) <= client_module.BACKOFF_MAX <= 5.0  # back well within 10 s of the homeserver's return
