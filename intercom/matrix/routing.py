@@ -21,7 +21,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from intercom.core import CallEventReceived, RoomMembersChanged
+from intercom.core import CallEventReceived, RoomMembersChanged, TextMessageReceived
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,21 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         age_ms=event_age(outer),
         event_id=event_id if isinstance(event_id, str) else None,
     )
+
+
+def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None) -> TextMessageReceived | None:
+    """A text message (``m.room.message`` with ``msgtype`` ``m.text``) as a core event, for owner commands."""
+    source = getattr(event, "source", None)
+    if not isinstance(source, Mapping) or source.get("type") != "m.room.message":
+        return None
+    content = source.get("content")
+    if not isinstance(content, Mapping) or content.get("msgtype") != "m.text":
+        return None
+    outer = envelope if isinstance(envelope, Mapping) else source
+    sender = outer.get("sender") or source.get("sender")
+    if not isinstance(sender, str):
+        return None
+    return TextMessageReceived(room_id=room_id, sender=sender, body=content.get("body"), age_ms=event_age(outer))
 
 
 def _call_id(event: CallEventReceived) -> str | None:
