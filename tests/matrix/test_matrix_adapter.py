@@ -91,6 +91,8 @@ def test_door_invite_reaches_the_phone_complete_and_the_answer_is_selected(homes
             invite = await s.phone.wait_for("m.call.invite")
             c = invite.content
             call_id = c["call_id"]
+            sent_at = [t for t, a, ok in s.door.sends if a.event_type == "m.call.invite"][0]
+            report(f"door invite ({'e2ee' if encrypted else 'plain'})", send_to_phone=invite.at - sent_at)
             assert invite.sender == s.door_user.user_id and invite.room_id == s.room_id
             assert invite.encrypted is encrypted
             assert c["version"] == "1"
@@ -128,8 +130,10 @@ def test_owner_invite_is_answered(homeserver, new_user, tmp_path, encrypted):
     async def main() -> None:
         async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
             call_id = phone_call_id("OwnerCallsDoor")
+            sent = asyncio.get_running_loop().time()
             await s.phone.send(s.room_id, "m.call.invite", invite_content(call_id, s.door_user.user_id))
             answer = await s.phone.wait_for("m.call.answer", call_id)
+            report(f"owner invite answered ({'e2ee' if encrypted else 'plain'})", invite_to_answer=answer.at - sent)
             assert answer.sender == s.door_user.user_id and answer.encrypted is encrypted
             assert answer.content["answer"] == {"type": "answer", "sdp": ANSWER_SDP}
             assert answer.content["version"] == "1" and answer.content["party_id"]
