@@ -1,40 +1,96 @@
-"""The ``intercom`` command: run the service, run the demo, check a config file."""
+"""The ``intercom`` command: run the service, press the button, ask its status, run the demo, check a config."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+from intercom.errors import IntercomError
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from intercom.service.control import default_socket_path
+
     parser = argparse.ArgumentParser(prog="intercom", description="Matrix doorbell intercom")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the intercom service")
     run.add_argument("--config", default="/etc/intercom/intercom.toml", help="config file (TOML)")
-    run.add_argument("--simulate", action="store_true", help="simulated hardware: mock GPIO, ALSA file devices, synthetic camera")
+    run.add_argument("--simulate", action="store_true",
+                     help="simulated hardware: mock GPIO, ALSA file devices, synthetic camera")
+    run.add_argument("--socket", default=default_socket_path(), help="control socket path")
+    run.add_argument("-v", "--verbose", action="store_true", help="also log ignored events and details")
 
-    sub.add_parser("demo", help="show a doorbell press becoming a call, on simulated hardware")
+    for name, text in (("press", "press the doorbell button of the running service, exactly as the button does"),
+                       ("status", "show the running service's call state, LEDs, homeserver connection, last call")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--socket", default=default_socket_path(), help="control socket path")
+        cmd.add_argument("--json", action="store_true", help="print the raw JSON reply")
+
+    demo = sub.add_parser("demo", help="show a doorbell press becoming a call, on simulated hardware")
+    demo.add_argument("--keep", action="store_true", help="keep the logs and files of the run")
 
     check = sub.add_parser("check-config", help="validate a config file and explain every problem")
     check.add_argument("file", help="config file (TOML)")
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from intercom.app import Service, configure_logging
+    from intercom.service.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        print(f"fix the config (intercom check-config {args.config}) and start again", file=sys.stderr)
+        return 2
+    configure_logging(args.verbose)
+    return asyncio.run(Service(config, simulate=args.simulate, control_socket=args.socket).run())
+
+
+def _control(args: argparse.Namespace) -> int:
+    from intercom.service.control import send_command
+
+    reply = send_command(args.command, args.socket)
+    if args.json or not reply.get("ok"):
+        print(json.dumps(reply, indent=2))
+        return 0 if reply.get("ok") else 1
+    if args.command == "press":
+        print(f"pressed; LEDs now show {reply.get('led')}")
+    else:
+        print(f"call:       {reply['call_state']}" + (f" ({reply['direction']}, {reply['call_id']})"
+                                                      if reply.get("call_id") else ""))
+        print(f"LEDs:       {reply['led']}")
+        print(f"homeserver: {reply['homeserver']}")
+        if reply.get("room_problem"):
+            print(f"room:       {reply['room_problem']}")
+        last = reply.get("last_call")
+        print(f"last call:  {last['summary'] if last else 'none since start'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    if args.command == "check-config":
-        from intercom.service.config import check_config_main
+    try:
+        if args.command == "check-config":
+            from intercom.service.config import check_config_main
 
-        return check_config_main(args.file, sys.stdout)
-    if args.command == "demo":
-        from intercom.demo import main as demo_main
+            return check_config_main(args.file, sys.stdout)
+        if args.command == "demo":
+            from intercom.demo import main as demo_main
 
-        return demo_main()
-    if args.command == "run":
-        print("intercom run: the service is not built yet (see the issues for the Matrix, media and panel adapters)", file=sys.stderr)
-        return 2
-    raise AssertionError(args.command)
+            return demo_main(keep=args.keep)
+        if args.command == "run":
+            return _run(args)
+        return _control(args)
+    except IntercomError as exc:
+        print(f"intercom {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,251 @@
+"""``intercom run``: build the adapters from the config, connect them through the orchestrator, run until stopped.
+
+This is the composition root, the one module that imports every layer. ``simulate=True`` swaps the hardware for
+what runs anywhere: gpiozero's MockFactory for the panel, ALSA ``file`` devices for the microphone and speaker,
+and the synthetic camera; everything else (Matrix, aiortc, the core) is the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import signal
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+from intercom.core import (
+    ButtonPressed,
+    CallState,
+    CallTimings,
+    CommandSettings,
+    CoreSettings,
+    DoorCore,
+    HangupRequested,
+)
+from intercom.matrix import MatrixAdapter, MatrixSettings
+from intercom.media import IceServer, MediaEngine, MediaSettings
+from intercom.orchestrator import Orchestrator, describe_call
+from intercom.panel import FrontPanel, PanelPins, make_pin_factory
+from intercom.service.config import Config
+from intercom.service.control import ControlServer
+from intercom.service.systemd import Notifier
+
+log = logging.getLogger("intercom")
+
+#: While waiting for the homeserver at start, extend systemd's start timeout by this much, this often.
+START_EXTEND_SECONDS = 60
+START_EXTEND_EVERY = 20
+#: The data file that defines the ALSA ``file`` devices used by ``--simulate``.
+SIMULATED_ALSA_CONFIG = Path(__file__).with_name("data") / "asound-files.conf"
+STOCK_ALSA_CONFIG = "/usr/share/alsa/alsa.conf"
+
+
+def core_settings(config: Config, party_id: str) -> CoreSettings:
+    calls, panel = config.calls, config.panel
+    return CoreSettings(
+        user_id=config.matrix.user_id, owner=config.matrix.owner, room_id=config.matrix.room_id, party_id=party_id,
+        timings=CallTimings(ring_timeout=calls.ring_timeout, invite_lifetime=calls.invite_lifetime,
+                            connect_timeout=calls.connect_timeout, max_call_duration=calls.max_call_duration,
+                            prepare_timeout=calls.prepare_timeout, ended_display=calls.ended_display),
+        commands=CommandSettings(open_command=panel.open_command, snapshot_command=panel.snapshot_command,
+                                 open_window=panel.open_window, relay_pulse=panel.relay_pulse))
+
+
+def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = None) -> MediaSettings:
+    audio, camera = config.audio, config.camera
+    settings = MediaSettings(
+        capture_device=audio.capture_device, playback_device=audio.playback_device,
+        echo_cancellation=audio.echo_cancellation, camera=camera.source, width=camera.width, height=camera.height,
+        framerate=camera.framerate, bitrate_kbps=camera.bitrate_kbps, keyframe_interval=camera.keyframe_interval)
+    if not simulate:
+        return settings
+    assert sim_dir is not None
+    return dataclasses.replace(
+        settings, camera="synthetic", pace_audio=True, host_addresses=("127.0.0.1",),
+        capture_device=f'intercom_file_mic:IN="{sim_dir / "microphone.raw"}"',
+        playback_device=f'intercom_file_speaker:OUT="{sim_dir / "speaker.raw"}"')
+
+
+def panel_pins(config: Config) -> PanelPins:
+    p = config.panel
+    return PanelPins(button=p.button_pin, button_pull_up=p.button_pull_up, debounce_ms=p.debounce_ms,
+                     call_led=p.call_led_pin, status_led=p.status_led_pin, relay=p.relay_pin,
+                     relay_active_high=p.relay_active_high)
+
+
+def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
+    """The simulated microphone: a recording of a visitor (a speech-like warble), and ALSA pointed at the files."""
+    import numpy as np
+
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    mic = sim_dir / "microphone.raw"
+    if not mic.exists():
+        rate = 48000
+        t = np.arange(int(seconds * rate)) / rate
+        pitch = 220 + 80 * np.sin(2 * np.pi * 0.7 * t)  # a voice-like glide
+        syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+        wave = np.sin(2 * np.pi * np.cumsum(pitch) / rate) * syllables * 0.3
+        mic.write_bytes((wave * 32767).astype("<i2").tobytes())
+    os.environ["ALSA_CONFIG_PATH"] = f"{STOCK_ALSA_CONFIG}:{SIMULATED_ALSA_CONFIG}"
+
+
+def _random_party_id() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
+
+
+class Service:
+    """One running door: the core, its adapters, the control socket and systemd."""
+
+    def __init__(self, config: Config, *, simulate: bool = False, control_socket: str | os.PathLike,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.simulate = simulate
+        self.control_path = Path(control_socket)
+        self.notifier = notifier or Notifier()
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    async def run(self) -> int:
+        config = self.config
+        state_dir = Path(config.matrix.state_dir)
+        sim_dir = state_dir / "simulated"
+        if self.simulate:
+            prepare_simulated_audio(sim_dir)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+
+        self.core = DoorCore(core_settings(config, _random_party_id()))
+        self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
+        orchestrator: Orchestrator | None = None
+
+        def on_press() -> None:  # gpiozero's thread; the panel has already lit the LED
+            if orchestrator is not None:
+                orchestrator.feed_threadsafe(ButtonPressed())
+
+        self.panel = FrontPanel(panel_pins(config), on_press, pin_factory=self.pin_factory)
+        self.media = MediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
+                                 on_state=lambda call_id, state: orchestrator and orchestrator.media_state(call_id,
+                                                                                                           state))
+        kind, secret = config.matrix.read_secret()
+        self.matrix = MatrixAdapter(MatrixSettings(
+            homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,
+            state_dir=state_dir, device_name=config.matrix.device_name, **{kind: secret}),
+            on_event=lambda event: orchestrator and orchestrator.feed(event))
+
+        async def ice_servers() -> list[IceServer]:
+            return [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
+                    for t in await self.matrix.turn_servers()]
+
+        orchestrator = self.orchestrator = Orchestrator(
+            self.core, signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers)
+        self.control = ControlServer(self.control_path, self._command)
+        await self.control.start()
+        log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,
+                 config.matrix.room_id, " (simulated hardware)" if self.simulate else "")
+        tasks = [asyncio.ensure_future(self._start_and_sync()), asyncio.ensure_future(self._watchdog())]
+        try:
+            await self._stop.wait()
+        finally:
+            await self._shutdown(tasks)
+        return 0
+
+    async def _start_and_sync(self) -> None:
+        await self.matrix.start()  # retries until the homeserver answers
+        self.notifier.ready(f"homeserver {self.config.matrix.homeserver} reached")
+        self.ready.set()
+        log.info("ready: homeserver reached")
+        await self.matrix.run()
+
+    async def _watchdog(self) -> None:
+        """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service."""
+        interval = self.notifier.watchdog_interval
+        last_extend = 0.0
+        while True:
+            if not self.ready.is_set() and time.monotonic() - last_extend >= START_EXTEND_EVERY:
+                self.notifier.extend_timeout(START_EXTEND_SECONDS)
+                last_extend = time.monotonic()
+            if interval is not None:
+                self.notifier.watchdog()
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(min(interval or START_EXTEND_EVERY, START_EXTEND_EVERY))
+
+    def status_line(self) -> str:
+        core = self.core
+        online = "online" if core.online else "offline"
+        return f"{core.state.value}, LEDs {core.led.value}, homeserver {online}"
+
+    def status(self) -> dict[str, Any]:
+        core, last = self.core, self.orchestrator.last_call
+        return {
+            "ok": True,
+            "call_state": core.state.value,
+            "call_id": core.call_id,
+            "direction": core.direction.value if core.direction else None,
+            "led": core.led.value,
+            "homeserver": "online" if core.online else "offline",
+            "room_problem": core.room_problem(),
+            "relay_active": self.panel.relay_active,
+            "last_call": None if last is None else {
+                "summary": describe_call(last), "call_id": last.call_id, "direction": last.direction.value,
+                "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
+        }
+
+    async def _command(self, command: str) -> dict[str, Any]:
+        if command == "status":
+            return self.status()
+        if command == "press":
+            await self.press()
+            return {"ok": True, "pressed": True, "led": self.core.led.value}
+        return {"ok": False, "error": f"unknown command {command!r}; use press or status"}
+
+    async def press(self) -> None:
+        """Exactly what the physical button does: on simulated hardware, the button's pin is driven."""
+        if self.simulate:
+            pin = self.pin_factory.pin(self.config.panel.button_pin)
+            pressed, released = (pin.drive_low, pin.drive_high) if self.config.panel.button_pull_up else (
+                pin.drive_high, pin.drive_low)
+            pressed()
+            await asyncio.sleep(0.15)
+            released()
+        else:
+            self.panel.press()
+        await asyncio.sleep(0)  # let the threadsafe feed run before the reply
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        log.info("stopping")
+        self.notifier.stopping()
+        if self.core.state is not CallState.IDLE:
+            self.orchestrator.feed(HangupRequested())
+        await self.orchestrator.flush(timeout=5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.orchestrator.close()
+        with contextlib.suppress(Exception):
+            await self.media.close_all()
+        with contextlib.suppress(Exception):
+            await self.matrix.close()
+        self.panel.close()
+        await self.control.close()
+        self.notifier.close()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """One line per event; journald adds the time, a terminal gets it from us."""
+    import sys
+
+    fmt = "%(levelname)s %(message)s" if not sys.stderr.isatty() else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt)
+    for noisy in ("aioice", "aiortc", "nio", "peewee", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
