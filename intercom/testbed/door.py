@@ -57,8 +57,8 @@ class SimulatedDoor:
         self.log_path = directory / "door.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+    def start(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "intercom.cli", "run", "--simulate", "--config", str(self.config),
