@@ -97,3 +97,15 @@ async def door_hears(service: Service, *, timeout: float = 15.0, threshold: floa
         await asyncio.sleep(0.1)
     raise AssertionError(f"the door's speaker played nothing louder than {threshold} (last second: peak "
                          f"{level[0]:.4f}, rms {level[1]:.4f}); {speaker_path(service)}")
+
+
+def door_remote_candidates(service: Service, call_id: str) -> set[str]:
+    """``ip:port`` of the remote candidates the door's ICE agent holds for a call (read through aiortc's API)."""
+    call = service.media._calls.get(call_id)  # read-only look into the running engine
+    if call is None:
+        return set()
+    found: set[str] = set()
+    for transceiver in call.pc.getTransceivers():
+        ice = transceiver.receiver.transport.transport
+        found.update(f"{c.ip}:{c.port}" for c in ice.getRemoteCandidates())
+    return found

@@ -208,9 +208,12 @@ class JsClient:
     async def call(self, method: str, *args: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
         return await self.browser.request("call", page=self.name, method=method, args=list(args), timeout=timeout)
 
-    async def start(self, homeserver_url: str, user, *, encryption: bool = False) -> dict:
+    async def start(self, homeserver_url: str, user, *, encryption: bool = False, trickle_only: bool = False) -> dict:
+        """Log in as ``user`` (a new device). ``trickle_only``: js-sdk's SDP carries no candidates; they all go in
+        ``m.call.candidates`` (as with Element when gathering is slow)."""
         info = await self.call("start", {"baseUrl": homeserver_url, "userId": user.user_id,
-                                         "password": user.password, "encryption": encryption})
+                                         "password": user.password, "encryption": encryption,
+                                         "trickleOnly": trickle_only})
         self.user_id, self.device_id = info["userId"], info["deviceId"]
         if not info.get("supportsCalls"):
             raise HarnessError(f"js-sdk says this browser cannot make calls: {info}")

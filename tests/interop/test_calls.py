@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from .door import Rig, door_hears, hang_up_at_the_door, running_door, wait_until
+from .door import Rig, door_hears, door_remote_candidates, hang_up_at_the_door, running_door, wait_until
 from .harness import open_browser
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,8 @@ def test_door_calls_js_sdk_answers_media_flows_and_js_sdk_hangs_up(interop, home
                 # js-sdk picked up the door's stream as its usermedia feed (sdp_stream_metadata keyed right).
                 assert [f["purpose"] for f in connected["remoteFeeds"]] == ["m.usermedia"]
                 assert connected["remoteFeeds"][0]["video"] == 1 and connected["remoteFeeds"][0]["audio"] == 1
+                metadata = invite["content"].get("sdp_stream_metadata")
+                assert metadata is None or list(metadata) == [connected["remoteFeeds"][0]["streamId"]]
                 stats = await owner.live_media(call_id)
                 assert stats["video"]["frameWidth"] > 0 and stats["video"]["frameHeight"] > 0
                 peak, rms = await door_hears(door)
@@ -184,6 +186,8 @@ def test_a_strangers_call_is_never_answered_and_stops_ringing_at_once(interop, h
                 assert measured["invite_to_ended_ms"] < 10_000  # js-sdk would ring for 60 s
                 await asyncio.sleep(1.0)
                 assert door.core.state.value == "idle" and door.core.led.value == "idle"
+                last = door.orchestrator.last_call
+                assert last.call_id == call_id and last.outcome.value == "refused"
 
     asyncio.run(main())
 
@@ -206,5 +210,147 @@ def test_js_sdk_rejects_the_doors_call_and_the_door_shows_declined(interop, home
                 reject = await owner.wait_event("m.call.reject", call_id=call_id)
                 measured["reject_to_declined_s"] = "<10"
                 assert reject["sender"] == rig.owner.user_id
+
+    asyncio.run(main())
+
+
+def test_hold_and_resume_from_js_sdk_renegotiates_and_media_comes_back(interop, homeserver, rig, tmp_path,
+                                                                        measured):
+    """Element's hold button: two ``m.call.negotiate`` offers (inactive, then sendrecv) the door must answer."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                call_id = await owner.place(rig.room_id, video=True)
+                await owner.wait_state(call_id, "connected")
+                await owner.live_media(call_id)
+
+                await owner.call("hold", call_id, True)
+                negotiate = await owner.wait_event("m.call.negotiate", call_id=call_id, timeout=10)
+                assert negotiate["sender"] == rig.owner.user_id
+                answers = await owner.wait_for(lambda: _negotiate_answers(owner, rig, call_id, 1), "the door's answer")
+                assert "a=inactive" in answers[0]["content"]["description"]["sdp"]
+                held = await owner.state(call_id)
+                assert held["state"] == "connected" and held["remoteOnHold"]
+
+                await owner.call("hold", call_id, False)
+                await owner.wait_for(lambda: _negotiate_answers(owner, rig, call_id, 2), "the door's second answer")
+                before = await owner.stats(call_id)
+                await asyncio.sleep(2.0)
+                after = await owner.stats(call_id)
+                measured["frames_after_resume_2s"] = after["video"]["framesDecoded"] - before["video"]["framesDecoded"]
+                assert measured["frames_after_resume_2s"] > 10
+                assert after["audio"]["totalAudioEnergy"] > before["audio"]["totalAudioEnergy"]
+                await door_hears(door)
+                assert door.core.state.value == "connected" and not (await owner.state(call_id))["remoteOnHold"]
+
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                assert door.orchestrator.last_call.outcome.value == "completed"
+
+    asyncio.run(main())
+
+
+async def _negotiate_answers(owner, rig, call_id: str, count: int) -> list[dict] | None:
+    answers = [e for e in await owner.events("m.call.negotiate", call_id=call_id)
+               if e["sender"] == rig.door.user_id and e["content"]["description"]["type"] == "answer"]
+    return answers if len(answers) >= count else None
+
+
+def test_door_hangs_up_before_js_sdk_answers_and_js_sdk_stops_ringing(interop, homeserver, rig, tmp_path,
+                                                                     measured):
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                call_id = (await owner.wait_incoming())["callId"]
+                hang_up_at_the_door(door)
+                ended = await owner.wait_state(call_id, "ended", timeout=10)
+                assert ended["hangupParty"] == "remote" and ended["hangupReason"] == "user_hangup"
+                await wait_until(lambda: door.core.state.value == "idle", "the door to be idle")
+                assert door.orchestrator.last_call.outcome.value == "cancelled"
+
+    asyncio.run(main())
+
+
+def test_an_ice_restart_from_js_sdk_is_answered_or_ends_the_call_cleanly(interop, homeserver, rig, tmp_path,
+                                                                         measured):
+    """js-sdk restarts ICE after a network change (m.call.negotiate with new ICE credentials). aiortc cannot
+    restart ICE; the door must then end the call with a hangup that js-sdk takes, never hang or crash."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                call_id = await owner.place(rig.room_id, video=True)
+                await owner.wait_state(call_id, "connected")
+                await owner.live_media(call_id)
+
+                await owner.call("restartIce", call_id)
+                await owner.wait_event("m.call.negotiate", call_id=call_id, timeout=10)
+
+                async def settled():
+                    call = await owner.state(call_id)
+                    answered = await _negotiate_answers(owner, rig, call_id, 1)
+                    return call if call["state"] == "ended" or answered else None
+                call = await owner.wait_for(settled, "the door to answer the restart or end the call", timeout=15)
+                if call["state"] == "ended":
+                    measured["outcome"] = f"ended:{call['hangupParty']}:{call['hangupReason']}"
+                    assert call["hangupParty"] == "remote"
+                    await wait_until(lambda: door.core.state.value == "idle", "the door to be idle")
+                else:
+                    measured["outcome"] = "restarted"
+                    await owner.live_media(call_id)
+                    assert door.core.state.value == "connected"
+                    await owner.hangup(call_id)
+                    await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("door_calls", [False, True], ids=["owner-calls", "door-calls"])
+def test_candidates_that_come_only_trickled_connect(interop, homeserver, rig, tmp_path, measured, door_calls):
+    """js-sdk's SDP without candidates: every candidate arrives in m.call.candidates (nio sees js-sdk's
+    end-of-candidates batch as a BadEvent), and the door must still connect."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner, trickle_only=True)
+            async with running_door(rig) as door:
+                if door_calls:
+                    await door.press()
+                    call_id = (await owner.wait_incoming())["callId"]
+                    await owner.answer(call_id)
+                    description = (await owner.wait_event("m.call.answer", call_id=call_id))["content"]["answer"]
+                else:
+                    call_id = await owner.place(rig.room_id, video=True)
+                    description = (await owner.wait_event("m.call.invite", call_id=call_id))["content"]["offer"]
+                assert "a=candidate" not in description["sdp"]
+                connected = await owner.wait_state(call_id, "connected", timeout=20)
+                await owner.live_media(call_id)
+                await door_hears(door)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                async def all_trickled():
+                    sent = [c for e in await owner.events("m.call.candidates", call_id=call_id)
+                            if e["sender"] == rig.owner.user_id for c in e["content"]["candidates"]]
+                    return sent if any(c["candidate"] == "" for c in sent) else None
+                trickled = await owner.wait_for(all_trickled, "js-sdk's end-of-candidates")
+                udp = {"{4}:{5}".format(*c["candidate"].split()) for c in trickled
+                       if c["candidate"] and c["candidate"].split()[2] == "udp"}
+                assert udp, trickled
+                # The door's ICE agent took them (the connection itself may also come from peer-reflexive checks).
+                await wait_until(lambda: udp <= door_remote_candidates(door, call_id),
+                                 f"the door to hold js-sdk's trickled candidates {udp}")
+                measured["trickled_candidates"] = len(trickled)
+                start = page_ms(connected, "ringing" if door_calls else "invite_sent")
+                measured["to_connected_ms"] = page_ms(connected, "connected") - start
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
 
     asyncio.run(main())

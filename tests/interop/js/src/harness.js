@@ -21,10 +21,16 @@ function keepCandidate(candidate) {
     return !candidate || !candidate.candidate || KEEP_CANDIDATE.test(candidate.candidate);
 }
 
+// With trickleOnly, gathering is made to look slow (as with STUN/TURN servers far away): no candidate is in the
+// SDP js-sdk sends, and every one travels later in m.call.candidates, which the door must then take.
+const harnessOptions = { trickleOnly: false };
+const TRICKLE_DELAY_MS = 600;
+
 function loopbackSdp(sdp) {
     return sdp
         .split("\r\n")
-        .filter((line) => !line.startsWith("a=candidate:") || KEEP_CANDIDATE.test(line))
+        .filter((line) => !(line.startsWith("a=candidate:") || line === "a=end-of-candidates")
+                          || (!harnessOptions.trickleOnly && KEEP_CANDIDATE.test(line)))
         .join("\r\n");
 }
 
@@ -44,9 +50,15 @@ class LoopbackPeerConnection extends NativePeerConnection {
     }
 
     addEventListener(type, listener, options) {
-        if (type !== "icecandidate") return super.addEventListener(type, listener, options);
+        if (type !== "icecandidate" && type !== "icegatheringstatechange") {
+            return super.addEventListener(type, listener, options);
+        }
         const wrapped = (event) => {
-            if (keepCandidate(event.candidate)) listener.call(this, event);
+            if (type === "icecandidate" && !keepCandidate(event.candidate)) return;
+            // Slow gathering: candidates and the gathering state reach js-sdk late, in their order, after it has
+            // sent its offer or answer (200 ms), so it trickles them all and then the end-of-candidates marker.
+            if (harnessOptions.trickleOnly) setTimeout(() => listener.call(this, event), TRICKLE_DELAY_MS);
+            else listener.call(this, event);
         };
         listener.__loopbackWrapped = wrapped;
         return super.addEventListener(type, wrapped, options);
@@ -266,6 +278,8 @@ function describe(rec) {
                                                          audio: f.stream.getAudioTracks().length,
                                                          video: f.stream.getVideoTracks().length })),
         signalingState: call.peerConn?.signalingState ?? null,
+        remoteOnHold: call.peerConn ? call.isRemoteOnHold() : null,
+        localOnHold: call.peerConn ? call.isLocalOnHold() : null,
         iceConnectionState: call.peerConn?.iceConnectionState ?? null,
     };
 }
@@ -433,8 +447,10 @@ async function recordTimelineEvent(event) {
 
 export const H = {
     /** Log in with a password (a new device, like a fresh Element session), start syncing, wait until prepared. */
-    async start({ baseUrl, userId, password, encryption = false, deviceName = "interop harness" }) {
+    async start({ baseUrl, userId, password, encryption = false, deviceName = "interop harness",
+                  trickleOnly = false }) {
         if (client) throw new Error("already started");
+        harnessOptions.trickleOnly = trickleOnly;
         const login = await fetch(`${baseUrl}/_matrix/client/v3/login`, {
             method: "POST",
             headers: { "Content-Type": "application/json" },
@@ -493,6 +509,18 @@ export const H = {
         rec.answeredAt = now();
         await rec.call.answer(true, video ?? rec.call.type === "video");
         return describe(rec);
+    },
+
+    /** Element's hold button: js-sdk renegotiates (m.call.negotiate) with the media directions set to inactive. */
+    hold(callId, onHold) {
+        need(callId).call.setRemoteOnHold(onHold);
+        return true;
+    },
+
+    /** What js-sdk does after ICE stayed disconnected for 2 s: restartIce(), then an m.call.negotiate offer. */
+    restartIce(callId) {
+        need(callId).call.peerConn.restartIce();
+        return true;
     },
 
     reject(callId) {
