@@ -35,6 +35,7 @@ from intercom.panel import FrontPanel, PanelPins, make_pin_factory
 from intercom.service.config import Config
 from intercom.service.control import ControlServer
 from intercom.service.systemd import Notifier
+from intercom.snapshots import Snapshots, SnapshotStore
 
 log = logging.getLogger("intercom")
 
@@ -44,6 +45,8 @@ START_EXTEND_EVERY = 20
 #: The data file that defines the ALSA ``file`` devices used by ``--simulate``.
 SIMULATED_ALSA_CONFIG = Path(__file__).with_name("data") / "asound-files.conf"
 STOCK_ALSA_CONFIG = "/usr/share/alsa/alsa.conf"
+#: The ring's picture waits at most this long for the call's invite to go out first.
+INVITE_BEFORE_PICTURE = 1.0
 
 
 def core_settings(config: Config, party_id: str) -> CoreSettings:
@@ -143,8 +146,17 @@ class Service:
             return [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
                     for t in await self.matrix.turn_servers()]
 
+        self.snapshots = Snapshots(self.media, self.matrix,
+                                   SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
+                                   owner=config.matrix.owner, ring_pictures=config.camera.ring_picture,
+                                   call_first=lambda: orchestrator.invite_sent(timeout=INVITE_BEFORE_PICTURE))
+
+        async def call_ended(summary) -> None:
+            await self.snapshots.call_ended(config.matrix.room_id, summary)
+
         orchestrator = self.orchestrator = Orchestrator(
-            self.core, signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers)
+            self.core, signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
+            snapshots=self.snapshots.post, on_call_ended=call_ended)
         self.control = ControlServer(self.control_path, self._command)
         await self.control.start()
         log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,

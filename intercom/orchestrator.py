@@ -15,6 +15,7 @@ Ordering guarantees it gives the core:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,8 +82,10 @@ class Panel(Protocol):
 
 #: Gives the ICE server list for a new peer connection (from the homeserver's TURN endpoint; never None).
 IceServerSource = Callable[[], Awaitable[Sequence[Any]]]
-#: Takes and posts a snapshot (issue: ring everywhere); optional.
-SnapshotPoster = Callable[[str, str], Awaitable[None]]
+#: Takes and posts a picture into a room, for a reason (``ring``/``request``); optional.
+SnapshotPoster = Callable[[str, str], Awaitable[Any]]
+#: Told about every finished call (notices); optional.
+CallEndedHook = Callable[[CallSummary], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -101,6 +104,7 @@ class Orchestrator:
 
     def __init__(self, core: DoorCore, *, signalling: Signalling, media: Media, panel: Panel,
                  ice_servers: IceServerSource, snapshots: SnapshotPoster | None = None,
+                 on_call_ended: CallEndedHook | None = None,
                  on_action: Callable[[Action], None] | None = None) -> None:
         self.core = core
         self._signalling = signalling
@@ -108,11 +112,13 @@ class Orchestrator:
         self._panel = panel
         self._ice_servers = ice_servers
         self._snapshots = snapshots
+        self._on_call_ended = on_call_ended
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._media_queues: dict[str, asyncio.Queue] = {}
+        self._invite_out = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._sender = self._spawn(self._run_sender())
         self.last_call: CallSummary | None = None
@@ -156,7 +162,7 @@ class Orchestrator:
     def _carry_out(self, action: Action) -> None:
         match action:
             case SendCallEvent():
-                self._sends.put_nowait(lambda: self._signalling.send(action))
+                self._sends.put_nowait(lambda: self._send_call_event(action))
             case SendNotice(room_id=room_id, text=text):
                 log.info("notice: %s", text)
                 self._sends.put_nowait(lambda: self._signalling.send_notice(room_id, text))
@@ -175,11 +181,28 @@ class Orchestrator:
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
+                if self._on_call_ended is not None:
+                    self._spawn(self._on_call_ended(summary))
             case Ignored(reason=reason, event_type=event_type, sender=sender):
                 log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
                     PrepareNegotiationAnswer() | CloseMedia():
+                if isinstance(action, PrepareOffer):
+                    self._invite_out.clear()
                 self._queue_media(action)
+
+    async def _send_call_event(self, action: SendCallEvent) -> None:
+        await self._signalling.send(action)
+        if action.event_type == "m.call.invite":
+            self._invite_out.set()
+
+    async def invite_sent(self, timeout: float) -> None:
+        """Wait until our latest call's invite has been handed to the homeserver (or ``timeout`` passes).
+
+        The ring's picture waits for this, so that taking and uploading it never slows the call down.
+        """
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._invite_out.wait(), timeout)
 
     # --- room sends, in order ------------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ give up and return False. Only credentials the homeserver refuses raise (:class:
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import random
 import time
@@ -52,6 +53,7 @@ from nio import (
     MegolmEvent,
     RoomSendResponse,
     SyncResponse,
+    UploadResponse,
     WhoamiResponse,
 )
 
@@ -527,12 +529,17 @@ class MatrixAdapter:
         homeserver stores the event once); a 429's ``retry_after_ms`` is honoured. Returns whether the homeserver
         accepted the event; never raises.
         """
+        return await self.send_event(action.room_id, action.event_type, action.content) is not None
+
+    async def send_event(self, room_id: str, event_type: str, content: Mapping[str, Any]) -> str | None:
+        """Send any room event as :meth:`send` does; returns its event ID, or None if it could not be sent."""
+        action = SendCallEvent(room_id=room_id, event_type=event_type, content=content)
         client = self._client
         call_id = action.content.get("call_id")
         what = f"{action.event_type}{f' (call {str(call_id)[:64]})' if call_id else ''} to {action.room_id}"
         if client is None or self._closing:
             log.error("Matrix: cannot send %s: the adapter is not running", what)
-            return False
+            return None
         loop = asyncio.get_running_loop()
         started = loop.time()
         waited = 0.0  # time spent sleeping between attempts (what the budget is mostly made of)
@@ -550,29 +557,51 @@ class MatrixAdapter:
                     raise
                 except Exception as exc:  # nio's LocalProtocolError (unknown room), encryption trouble, ...
                     log.error("Matrix: could not send %s: %s: %s", what, type(exc).__name__, exc)
-                    return False
+                    return None
                 if isinstance(result, RoomSendResponse):
                     level = logging.DEBUG if action.event_type == "m.call.candidates" else logging.INFO
                     log.log(level, "Matrix: sent %s as %s", what, result.event_id)
-                    return True
+                    return result.event_id
                 failure = _Failure.of(result)
                 if not failure.transient:
                     log.error("Matrix: the homeserver refused %s: %s", what, failure)
-                    return False
+                    return None
                 delay = failure.retry_after if failure.retry_after is not None else send_backoff(attempt)
                 spent = max(loop.time() - started, waited)
                 if attempt >= SEND_ATTEMPTS or spent + delay > SEND_BUDGET or self._closing:
                     log.error("Matrix: gave up sending %s after %d attempts: %s", what, attempt, failure)
-                    return False
+                    return None
                 log.log(logging.WARNING if attempt == 1 else logging.DEBUG,
                         "Matrix: sending %s failed (%s); retrying in %.2f s", what, failure, delay)
                 await _sleep(delay)
                 waited += delay
 
-    async def send_notice(self, room_id: str, text: str) -> bool:
-        """Post a short ``m.notice`` (acknowledgements, refusals); the same retries as call events."""
-        return await self.send(SendCallEvent(room_id=room_id, event_type="m.room.message",
-                                             content={"msgtype": "m.notice", "body": text}))
+    async def send_notice(self, room_id: str, text: str, *, reply_to: str | None = None) -> bool:
+        """Post a short ``m.notice`` (acknowledgements, refusals), optionally as a reply; retried like call events."""
+        content: dict[str, Any] = {"msgtype": "m.notice", "body": text}
+        if reply_to is not None:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        return await self.send_event(room_id, "m.room.message", content) is not None
+
+    async def upload(self, data: bytes, content_type: str, filename: str, *, encrypt: bool) -> tuple[str, dict | None]:
+        """Upload a file to the homeserver's media repository; encrypted (nio's attachment encryption) when asked.
+
+        Returns the ``mxc://`` URI and, for an encrypted upload, the keys a ``file`` object needs. Raises
+        :class:`MatrixError` when the upload fails.
+        """
+        client = self._require_client()
+        try:
+            response, keys = await client.upload(io.BytesIO(data), content_type=content_type, filename=filename,
+                                                  encrypt=encrypt, filesize=len(data))
+        except _TRANSIENT_EXCEPTIONS as exc:
+            raise MatrixError(f"uploading {filename} failed: {exc}") from exc
+        if not isinstance(response, UploadResponse):
+            raise MatrixError(f"uploading {filename} failed: {response}")
+        return response.content_uri, keys
+
+    def room_is_encrypted(self, room_id: str) -> bool:
+        room = self._client.rooms.get(room_id) if self._client is not None else None
+        return bool(room is not None and room.encrypted)
 
     # --- TURN --------------------------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from .ice import restrict_host_addresses, rtc_ice_servers
 from .playout import install_low_latency_audio
 from .sdp import candidate_from_matrix, local_stream_id, parse_sections, sending_codec
 from .settings import IceServer, LocalDescription, MediaSettings
+from .still import Still, take_still
 from .video import CameraTrack, install_keyframe_hook
 
 logger = logging.getLogger(__name__)
@@ -265,6 +266,18 @@ class MediaEngine:
         del self._calls[call_id]
         call.closed.set()
         self._report(call_id, "closed")
+
+    async def snapshot(self) -> Still:
+        """A still picture from the camera (for the room), taken with a camera of its own, off the event loop."""
+        camera = self._make_camera("snapshot")
+        if camera is None:
+            raise MediaError("no camera is configured, so there is no picture")
+        try:
+            return await asyncio.to_thread(take_still, camera)
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise MediaError(f"taking a picture failed: {exc}") from exc
 
     async def close_all(self) -> None:
         """Close every call (at shutdown)."""

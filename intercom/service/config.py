@@ -506,6 +506,8 @@ class CameraConfig:
     framerate: int = _setting(30, check=_whole(5, 30, "a whole number of frames per second", " frames per second"))
     bitrate_kbps: int = _setting(1500, check=_whole(100, 8000, "a whole number of kbit/s", " kbit/s"))
     keyframe_interval: float = _setting(2.0, check=_seconds(0.5, 2.0))
+    snapshots_kept: int = _setting(100, check=_whole(0, 10000, "a whole number of pictures", " pictures"))
+    ring_picture: bool = _setting(True, check=_flag)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

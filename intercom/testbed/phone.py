@@ -31,6 +31,8 @@ from nio import (
     BadEvent,
     CallEvent,
     MegolmEvent,
+    RoomEncryptedImage,
+    RoomMessageImage,
     RoomMessageNotice,
     RoomMessageText,
     UnknownEvent,
@@ -104,6 +106,8 @@ class Phone:
         #: (event type, call_id, origin_server_ts in ms) of every call event, for benchmarks.
         self.server_times: list[tuple[str, str, int]] = []
         self.messages: list[tuple[str, str]] = []
+        #: (sender, content, time.monotonic() of arrival) of every picture posted in the room.
+        self.images: list[tuple[str, dict[str, Any], float]] = []
         self._changed = asyncio.Event()
         self._sync_task: asyncio.Task | None = None
         self._ice_hosts = ice_hosts
@@ -119,7 +123,7 @@ class Phone:
     async def start(self) -> None:
         await self.client.login(self._password, device_name="scripted phone")
         self.client.add_event_callback(self._on_event, (CallEvent, UnknownEvent, BadEvent, RoomMessageText,
-                                                        RoomMessageNotice,
+                                                        RoomMessageNotice, RoomMessageImage, RoomEncryptedImage,
                                                         MegolmEvent))
         await self.client.sync(timeout=0, full_state=True)
         await self._keys()
@@ -152,7 +156,9 @@ class Phone:
         if isinstance(event, MegolmEvent):
             log.warning("phone could not decrypt an event from %s", event.sender)
             return
-        if isinstance(event, (RoomMessageText, RoomMessageNotice)):
+        if isinstance(event, (RoomMessageImage, RoomEncryptedImage)):
+            self.images.append((event.sender, dict(source.get("content", {})), time.monotonic()))
+        elif isinstance(event, (RoomMessageText, RoomMessageNotice)):
             self.messages.append((event.sender, event.body))
         elif kind.startswith("m.call."):
             content = dict(source.get("content", {}))
@@ -174,6 +180,17 @@ class Phone:
             self._changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), remaining)
+
+    async def download_image(self, content: dict[str, Any]) -> bytes:
+        """The picture of an ``m.image`` content, decrypted if it was sent encrypted."""
+        from nio.crypto.attachments import decrypt_attachment
+
+        encrypted = content.get("file")
+        response = await self.client.download(encrypted["url"] if encrypted else content["url"])
+        data = response.body
+        if encrypted:
+            data = decrypt_attachment(data, encrypted["key"]["k"], encrypted["hashes"]["sha256"], encrypted["iv"])
+        return data
 
     async def send(self, event_type: str, content: dict[str, Any]) -> None:
         body = {"call_id": self.call_id, "party_id": self.party_id, "version": "1", **content}

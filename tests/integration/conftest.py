@@ -84,3 +84,11 @@ def matrix_users(homeserver: Homeserver) -> Callable[..., MatrixUser]:
         return MatrixUser(user_id, localpart, password, token, device_id, server.url)
 
     return make
+
+
+@pytest.fixture
+def setup(homeserver: Homeserver, matrix_users, tmp_path: Path):
+    """A door account, an owner and their two-person room (the door joined), with a config for a simulated door."""
+    from .helpers import Setup
+
+    return Setup(homeserver, matrix_users, tmp_path)

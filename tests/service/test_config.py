@@ -274,7 +274,7 @@ def test_example_config_loads_to_the_documented_values(tmp_path: Path) -> None:
                           open_command="!open", open_window=60, snapshot_command="!snapshot"),
         audio=AudioConfig(capture_device="default", playback_device="default", echo_cancellation=True),
         camera=CameraConfig(source="picamera2", width=1280, height=720, framerate=30, bitrate_kbps=1500,
-                            keyframe_interval=2.0),
+                            keyframe_interval=2.0, snapshots_kept=100, ring_picture=True),
         path=str(config),
     )
     assert loaded.matrix.read_secret() == ("password", "hunter2-door")
