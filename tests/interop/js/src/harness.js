@@ -11,10 +11,11 @@ import * as sdk from "matrix-js-sdk";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 
 // --- loopback only ---------------------------------------------------------------------------------------------
-// The tests must not send media to any address but 127.0.0.1. Chromium (with --allow-loopback-in-peer-connection)
-// gathers on loopback as well as on the machine's other interfaces; what js-sdk signals to the door is cut down to
-// the loopback candidates here, in the icecandidate events and in the SDP of localDescription. This shapes only
-// what the peer learns, not how js-sdk handles calls.
+// Media stays on 127.0.0.1. Chromium (with --allow-loopback-in-peer-connection) gathers on loopback as well as on
+// the machine's other interfaces; what js-sdk signals to the door is cut down to the loopback candidates here, in the
+// icecandidate events and in the SDP of localDescription, and the door offers only 127.0.0.1 itself. Chromium may
+// still check and send from a socket bound to another local address, but only towards the door's 127.0.0.1, so no
+// packet leaves the machine. This shapes only what the peer learns, not how js-sdk handles calls.
 const KEEP_CANDIDATE = /^(a=)?candidate:\S+ \d+ \S+ \d+ 127\.0\.0\.1 /i;
 
 function keepCandidate(candidate) {
@@ -230,6 +231,8 @@ async function mediaStats(rec) {
                 framesDecoded: s.framesDecoded ?? 0, framesReceived: s.framesReceived ?? 0,
                 frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, packets: s.packetsReceived ?? 0,
                 codec: byId.get(s.codecId)?.mimeType ?? null, decoder: s.decoderImplementation ?? null,
+                keyFramesDecoded: s.keyFramesDecoded ?? 0, pliCount: s.pliCount ?? 0, firCount: s.firCount ?? 0,
+                nackCount: s.nackCount ?? 0, freezeCount: s.freezeCount ?? 0, packetsLost: s.packetsLost ?? 0,
             };
         } else if (s.type === "inbound-rtp" && s.kind === "audio") {
             out.audio = {
@@ -267,8 +270,9 @@ function describe(rec) {
         created: rec.created,
         connectedAt: rec.connectedAt,
         ended: rec.ended,
-        hangupParty: rec.hangupParty,
-        hangupReason: rec.hangupReason,
+        // js-sdk sets these before it emits the hangup event, so read them from the call itself
+        hangupParty: call.hangupParty ?? rec.hangupParty,
+        hangupReason: call.hangupReason ?? rec.hangupReason,
         errors: rec.errors,
         invitee: call.invitee ?? null,
         opponentPartyId: call.opponentPartyId ?? null,
