@@ -213,7 +213,10 @@ async def two_way_call(directory: Path, a_says: np.ndarray, b_says: np.ndarray, 
 
 
 def _playout_stats(engine: MediaEngine) -> dict:
-    playback = engine._calls["call-1"].speaker.playback
+    speaker = engine._calls["call-1"].speaker
+    if speaker is None:  # the speaker never started (a badly stalled machine): the call counts as glitched
+        return {"silent_chunks": 0, "trimmed_frames": 0, "underruns": 1, "events": []}
+    playback = speaker.playback
     return {"silent_chunks": playback.silent_chunks, "trimmed_frames": playback.trimmed_frames,
             "underruns": playback.underruns, "events": list(playback.events)}
 
