@@ -222,8 +222,9 @@ class JsClient:
     async def place(self, room_id: str, *, video: bool = True, invitee: str | None = None) -> str:
         return await self.call("place", room_id, {"video": video, "invitee": invitee})
 
-    async def answer(self, call_id: str) -> dict:
-        return await self.call("answer", call_id, {})
+    async def answer(self, call_id: str, *, video: bool | None = None) -> dict:
+        """``video=False`` answers a video call without a camera (audio only from this side)."""
+        return await self.call("answer", call_id, {"video": video})
 
     async def reject(self, call_id: str) -> None:
         await self.call("reject", call_id)

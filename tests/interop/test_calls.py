@@ -363,3 +363,66 @@ def test_candidates_that_come_only_trickled_connect(interop, homeserver, rig, tm
                 await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
 
     asyncio.run(main())
+
+
+def test_owner_without_camera_answers_the_doors_video_call(interop, homeserver, rig, tmp_path, measured):
+    """js-sdk answers with audio only (a laptop with no camera): it still sees the door, the door still hears it."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                call_id = (await owner.wait_incoming())["callId"]
+                await owner.answer(call_id, video=False)
+                await owner.wait_state(call_id, "connected")
+                stats = await owner.live_media(call_id)
+                assert stats["videoOut"] is None or stats["videoOut"]["frames"] == 0
+                await door_hears(door)
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                measured["frames"] = stats["video"]["framesDecoded"]
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                assert door.orchestrator.last_call.outcome.value == "completed"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("second_device", ["answered-elsewhere", "rejects-first"])
+def test_two_owner_devices_ring_and_one_takes_the_call(interop, homeserver, rig, tmp_path, measured,
+                                                       second_device):
+    """The owner has Element open twice (two devices): both ring; the first to answer gets the door and the other
+    stops ringing (select_answer names the other party); a reject from one device declines on all of them."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            desk = await browser.client("desk")
+            laptop = await browser.client("laptop")
+            await desk.start(homeserver.url, rig.owner)
+            await laptop.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                await door.press()
+                call_id = (await desk.wait_incoming())["callId"]
+                assert (await laptop.wait_incoming())["callId"] == call_id
+                if second_device == "answered-elsewhere":
+                    await desk.answer(call_id)
+                    await desk.wait_state(call_id, "connected")
+                    ended = await laptop.wait_state(call_id, "ended", timeout=10)
+                    assert ended["hangupReason"] == "answered_elsewhere"
+                    select = await desk.wait_event("m.call.select_answer", call_id=call_id)
+                    assert select["content"]["selected_party_id"] == desk.device_id
+                    await desk.live_media(call_id)
+                    await door_hears(door)
+                    await desk.hangup(call_id)
+                    await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+                    assert door.orchestrator.last_call.outcome.value == "completed"
+                else:
+                    await laptop.reject(call_id)
+                    ended = await desk.wait_state(call_id, "ended", timeout=10)
+                    measured["other_device_reason"] = ended["hangupReason"]
+                    await wait_until(lambda: door.core.led.value == "declined", "the door to show declined")
+                    assert door.orchestrator.last_call.outcome.value == "declined"
+                assert not [c for c in await desk.calls() + await laptop.calls() if c["state"] not in ("ended",)]
+
+    asyncio.run(main())
