@@ -27,6 +27,7 @@ from .harness import DIST_DIR, HERE, Installation
 
 SETUP = HERE / "setup"
 SETUP_TIMEOUT = 600
+DEBIAN_CHROMIUM = "/usr/lib/chromium/chromium"
 
 
 class _PageHandler(http.server.SimpleHTTPRequestHandler):
@@ -55,7 +56,12 @@ def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
     if problem is not None:
         pytest.fail(f"the interop harness could not be set up ({SETUP.relative_to(HERE.parent.parent)}):\n"
                     f"{problem}", pytrace=False)
-    chromium, node = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("node")
+    # Debian's binary itself rather than its /usr/bin/chromium launcher script, which only adds flags we do not want
+    # (remote extensions) and Google API keys to the environment.
+    chromium = next((c for c in (DEBIAN_CHROMIUM, shutil.which("chromium")) if c and Path(c).exists()), None)
+    node = shutil.which("node")
+    if chromium is None:
+        pytest.fail("the interop setup finished but Chromium is not installed", pytrace=False)
     if node is None or not (DIST_DIR / "harness.js").exists():
         pytest.fail("the interop setup finished but left no node or no page bundle", pytrace=False)
 

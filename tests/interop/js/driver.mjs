@@ -15,7 +15,8 @@ import { chromium } from "playwright-core";
 
 // Flags that keep Chromium off the network (no background requests, no component or field-trial downloads, no
 // sync, no QUIC) with fake camera and microphone that need no permission prompt. Loopback candidates are allowed
-// for WebRTC: the tests keep media on 127.0.0.1.
+// for WebRTC: the tests keep media on 127.0.0.1. No --disable-features here: Chromium takes only the last one, and
+// playwright passes its own (which also switches off network time queries and preconnects).
 export const CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,7 +31,6 @@ export const CHROMIUM_FLAGS = [
     "--disable-breakpad",
     "--no-pings",
     "--metrics-recording-only",
-    "--disable-features=MediaRouter,OptimizationHints,Translate,WebRtcHideLocalIpsWithMdns",
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
