@@ -1,8 +1,11 @@
 #!/bin/sh
 # Runs INSIDE the image booted by boot-test (copied onto the boot partition, started by intercom-boot-test.service
-# only when the kernel command line has intercom.boottest=1). Checks the first boot and reports on the console
-# ("BOOTTEST: ..." lines, then "BOOTTEST-RESULT: PASS" or "FAIL"), then powers the machine off.
-# The expected values match the intercom.toml that boot-test writes.
+# only when the kernel command line has intercom.boottest=1). Checks the boot and reports on the console
+# ("BOOTTEST: ..." lines, then "BOOTTEST-RESULT: PASS" or "FAIL"), then powers the machine off. boot-test boots
+# the card twice (the phase is in intercom-boot-test.phase on the card):
+#   1. first boot with a good intercom.toml: imported, secrets off the card, service started, first-boot work done;
+#   2. the same card with a broken intercom.toml: nothing changed, errors reported, the service runs on the old config.
+# The expected values match the intercom.toml files that boot-test writes.
 exec > /dev/console 2>&1
 matrix_password="boot-test door password 7f3a"
 wifi_password="boot-test wifi 91c2"
@@ -30,13 +33,22 @@ has_line() { grep -qxF "$2" "$1"; }
 lacks() { ! grep -qF "$2" "$1"; }
 absent() { [ ! -e "$1" ]; }
 gid() { getent group "$1" | cut -d: -f3; }
+fingerprints() {  # what must survive a reboot
+    sha256sum /etc/intercom/intercom.toml /etc/intercom/secrets/password /etc/machine-id \
+        /etc/ssh/ssh_host_ed25519_key.pub /etc/NetworkManager/system-connections/intercom-wifi.nmconnection
+}
+journal_has_error() { journalctl -b -u intercom-boot-config.service -p err -o cat | grep -q "$1"; }
+same_fingerprints() { fingerprints | cmp -s - "$state/fingerprints"; }
+phase=$(cat /boot/firmware/intercom-boot-test.phase 2>/dev/null || echo 1)
+state=/var/lib/intercom-boot-test
 
-say "started at uptime $(cut -d' ' -f1 /proc/uptime) s"
+say "boot $phase started at uptime $(cut -d' ' -f1 /proc/uptime) s"
 check "intercom.service logged 'intercom starting' and then tried the homeserver (offline, retrying)" \
     wait_for 900 tried_homeserver
 check "first-boot work finished (root grown, ssh host keys made)" \
     wait_for 300 test -e /var/lib/intercom-image/rootfs-grown -a -e /etc/ssh/ssh_host_ed25519_key
 
+if [ "$phase" = 1 ]; then
 # The config import from the boot partition.
 check "/etc/intercom/intercom.toml written, mode 640 root:intercom" is_mode /etc/intercom/intercom.toml "640 root:intercom"
 check "the Matrix password moved to /etc/intercom/secrets/password, mode 600 intercom:intercom" \
@@ -79,6 +91,27 @@ say "root file system: $(df -h --output=size,used,avail / | tail -1)"
 say "intercom: $(intercom_log | grep -m1 'intercom starting')"
 say "intercom: $(intercom_log | grep -m1 'Matrix: offline')"
 
+mkdir -p "$state"
+fingerprints > "$state/fingerprints"
+else
+check "intercom.toml was rejected: intercom-config-errors.txt on the card names matrix.owner and its fix" \
+    grep -q 'intercom.toml: matrix.owner: "alice" is not a Matrix user ID; write it as @alice:example.org' \
+    /boot/firmware/intercom-config-errors.txt
+check "the rejected intercom.toml stays on the card to be fixed" test -s /boot/firmware/intercom.toml
+check "the problem is in the journal at priority err" \
+    journal_has_error matrix.owner
+check "the marker for the service's LEDs names it" grep -q matrix.owner /run/intercom-boot-config/errors
+check "the previous config, secret, Wi-Fi profile, machine-id and ssh host key are unchanged" \
+    same_fingerprints
+check "intercom.service runs on the previous config (activating, not restarted)" \
+    test "$(systemctl show -p ActiveState --value intercom.service) $(systemctl show -p NRestarts --value intercom.service)" = "activating 0"
+check "the host name is still the applied one" test "$(hostname)" = boottest-door
+check "ssh is still on" test "$(systemctl is-active ssh.service)" = active
+failed_units=$(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '\n' ' ')
+check "the only failed unit is intercom-boot-config.service (${failed_units})" \
+    test "$failed_units" = "intercom-boot-config.service "
+fi
+
 starting=$(journalctl -b -u intercom.service -o short-monotonic --no-pager | grep -m1 "intercom starting" | sed 's/^\[ *\([0-9.]*\)\].*/\1/')
 offline=$(journalctl -b -u intercom.service -o short-monotonic --no-pager | grep -m1 "Matrix: offline" | sed 's/^\[ *\([0-9.]*\)\].*/\1/')
 imported=$(journalctl -b -u intercom-boot-config.service -o short-monotonic --no-pager | grep -m1 "applied intercom.toml" | sed 's/^\[ *\([0-9.]*\)\].*/\1/')
@@ -89,9 +122,9 @@ if [ "$failed" -gt 0 ]; then
     say "--- failed units and the journal's end"
     systemctl --failed --no-pager
     journalctl -b -p warning --no-pager | tail -60
-    echo "BOOTTEST-RESULT: FAIL ($failed checks failed)"
+    echo "BOOTTEST-RESULT: FAIL boot $phase ($failed checks failed)"
 else
-    echo "BOOTTEST-RESULT: PASS"
+    echo "BOOTTEST-RESULT: PASS boot $phase"
 fi
 sync
 systemctl poweroff --no-block
