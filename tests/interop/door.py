@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -43,6 +44,9 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def running_door(rig: Rig):
+    # The simulated door points libasound at its file devices through ALSA_CONFIG_PATH, for the whole process:
+    # put it back afterwards, or tests that run later in this process (tests/media) lose their own ALSA devices.
+    alsa_config = os.environ.get("ALSA_CONFIG_PATH")
     service = Service(load_config(rig.config_path), simulate=True, control_socket=rig.tmp / "control.sock")
     task = asyncio.ensure_future(service.run())
     try:
@@ -51,7 +55,13 @@ async def running_door(rig: Rig):
         yield service
     finally:
         service.stop()
-        await asyncio.wait_for(task, 30)
+        try:
+            await asyncio.wait_for(task, 30)
+        finally:
+            if alsa_config is None:
+                os.environ.pop("ALSA_CONFIG_PATH", None)
+            else:
+                os.environ["ALSA_CONFIG_PATH"] = alsa_config
 
 
 async def wait_until(predicate, what: str, timeout: float = 20.0):

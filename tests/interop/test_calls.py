@@ -426,3 +426,33 @@ def test_two_owner_devices_ring_and_one_takes_the_call(interop, homeserver, rig,
                 assert not [c for c in await desk.calls() + await laptop.calls() if c["state"] not in ("ended",)]
 
     asyncio.run(main())
+
+
+def test_a_second_owner_device_calling_during_a_call_is_refused_at_once(interop, homeserver, rig, tmp_path,
+                                                                        measured):
+    """Busy: the door is in a call with one of the owner's devices; another device's call gets m.call.reject
+    (a v1 caller ignores a hangup before it has chosen an answer) and the first call goes on."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            desk = await browser.client("desk")
+            laptop = await browser.client("laptop")
+            await desk.start(homeserver.url, rig.owner)
+            await laptop.start(homeserver.url, rig.owner)
+            async with running_door(rig) as door:
+                first = await desk.place(rig.room_id, video=True)
+                await desk.wait_state(first, "connected")
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                second = await laptop.place(rig.room_id, video=True)
+                ended = await laptop.wait_state(second, "ended", timeout=10)
+                assert ended["hangupParty"] == "remote"
+                reject = await laptop.wait_event("m.call.reject", call_id=second)
+                assert reject["sender"] == rig.door.user_id
+                measured["invite_to_ended_ms"] = ended["ended"] - page_ms(ended, "invite_sent")
+                assert (await desk.state(first))["state"] == "connected"
+                assert door.core.call_id == first
+                await desk.live_media(first)
+                await desk.hangup(first)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+
+    asyncio.run(main())

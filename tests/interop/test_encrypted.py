@@ -82,3 +82,27 @@ def test_encrypted_room_door_calls_the_owner(interop, homeserver, rig, tmp_path,
                 assert door.orchestrator.last_call.outcome.value == "completed"
 
     asyncio.run(main())
+
+
+def test_encrypted_room_owner_logs_in_after_the_door_started_and_the_door_calls(interop, homeserver, rig,
+                                                                               tmp_path, measured):
+    """A new Element session of the owner, opened while the door runs: the door must notice the new device and
+    share its room key with it, or the phone cannot decrypt the invite and never rings."""
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            async with running_door(rig) as door:
+                owner = await browser.client("owner")
+                await owner.start(homeserver.url, rig.owner, encryption=True)
+                await asyncio.sleep(1.0)  # a person would take longer than this to walk to the door
+                await door.press()
+                call_id = (await owner.wait_incoming(timeout=30))["callId"]
+                await owner.answer(call_id)
+                await owner.wait_state(call_id, "connected")
+                await owner.live_media(call_id)
+                await door_hears(door)
+                measured["encrypted_events"] = assert_sent_encrypted(rig, await owner.events(), call_id)
+                await owner.hangup(call_id)
+                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
+
+    asyncio.run(main())
