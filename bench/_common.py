@@ -12,9 +12,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from intercom.media.testing import ALSA_FILE_CONFIG as ALSA_TEST_CONFIG  # noqa: E402
 from intercom.media.testing import use_alsa_test_config  # noqa: E402
-
-ALSA_TEST_CONFIG = REPO / "tests" / "media" / "asound.conf"
 
 
 def setup() -> Path:

@@ -42,9 +42,7 @@ log = logging.getLogger("intercom")
 #: While waiting for the homeserver at start, extend systemd's start timeout by this much, this often.
 START_EXTEND_SECONDS = 60
 START_EXTEND_EVERY = 20
-#: The data file that defines the ALSA ``file`` devices used by ``--simulate``.
-SIMULATED_ALSA_CONFIG = Path(__file__).with_name("data") / "asound-files.conf"
-STOCK_ALSA_CONFIG = "/usr/share/alsa/alsa.conf"
+
 #: The ring's picture waits at most this long for the call's invite to go out first.
 INVITE_BEFORE_PICTURE = 1.0
 
@@ -86,6 +84,8 @@ def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
     """The simulated microphone: a recording of a visitor (a speech-like warble), and ALSA pointed at the files."""
     import numpy as np
 
+    from intercom.media.testing import use_alsa_test_config
+
     sim_dir.mkdir(parents=True, exist_ok=True)
     mic = sim_dir / "microphone.raw"
     if not mic.exists():
@@ -95,7 +95,7 @@ def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
         syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
         wave = np.sin(2 * np.pi * np.cumsum(pitch) / rate) * syllables * 0.3
         mic.write_bytes((wave * 32767).astype("<i2").tobytes())
-    os.environ["ALSA_CONFIG_PATH"] = f"{STOCK_ALSA_CONFIG}:{SIMULATED_ALSA_CONFIG}"
+    use_alsa_test_config()
 
 
 def _random_party_id() -> str:

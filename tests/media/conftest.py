@@ -1,8 +1,7 @@
-"""Media tests: real ALSA (file PCMs from asound.conf here), real aiortc peers on 127.0.0.1."""
+"""Media tests: real ALSA (file PCMs from intercom/data/asound-files.conf), real aiortc peers on 127.0.0.1."""
 
-from pathlib import Path
 
 from intercom.media.testing import use_alsa_test_config
 
 # libasound reads its configuration when the first device opens; set the path before any test can open one.
-use_alsa_test_config(Path(__file__).with_name("asound.conf").resolve())
+use_alsa_test_config()

@@ -12,7 +12,7 @@ LEAD = 1.5
 "Silence before the signals: the playout settles (and trims start-up slack) before there is anything to cut."
 
 
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 
 def _glitches(result) -> list:
