@@ -646,8 +646,15 @@ def _errors_report(problems: Iterable[ConfigProblem], previous: bool) -> str:
 def import_boot_config(card: Path, target: Target, log: TextIO = sys.stdout) -> ImportResult:
     """Check ``card/intercom.toml`` and apply it, or reject it and say why (see the module docstring)."""
     card_file = card / CARD_NAME
+    saved_as_txt = card / f"{CARD_NAME}.txt"  # Windows hides the extension it adds when saving from Notepad
+    if not card_file.exists() and saved_as_txt.exists():
+        saved_as_txt.rename(card_file)
+        print(f"intercom-boot-config: renamed {saved_as_txt.name} to {CARD_NAME}", file=log)
     if not card_file.exists():
         return ImportResult("absent")
+    raw = card_file.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark, as some Windows editors write: not valid TOML
+        card_file.write_bytes(raw[3:])
     errors_file, marker = card / ERRORS_NAME, target.path(ERRORS_MARKER)
     try:
         data = read_config_file(str(card_file))

@@ -271,6 +271,14 @@ def test_password_file_already_on_the_door_is_accepted(card: Path, target: Targe
         "/etc/intercom/secrets/mine"
 
 
+def test_a_file_saved_by_notepad_is_accepted(card: Path, target: Target) -> None:
+    (card / f"{CARD_NAME}.txt").write_bytes(b"\xef\xbb\xbf" + GOOD.replace("\n", "\r\n").encode())
+    result, log = run(card, target)
+    assert result.status == "applied", log
+    assert "renamed intercom.toml.txt" in log and not (card / f"{CARD_NAME}.txt").exists()
+    assert (target.root / "etc/hostname").read_text() == "front-door\n"
+
+
 def test_no_file_on_the_card_does_nothing(card: Path, target: Target) -> None:
     before = snapshot(target.root)
     result, _ = run(card, target)
