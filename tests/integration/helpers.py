@@ -14,7 +14,7 @@ from intercom.testbed.phone import Phone
 
 
 class Setup:
-    def __init__(self, homeserver, matrix_users, tmp_path: Path, extra: str = "", encrypted: bool = False) -> None:
+    def __init__(self, homeserver, matrix_users, tmp_path: Path, *, extra: str = "", encrypted: bool = False) -> None:
         self.server = homeserver
         self.door = matrix_users("door")
         self.owner = matrix_users("owner")
@@ -24,6 +24,12 @@ class Setup:
         self.config_path = write_config(tmp_path / "door", homeserver=homeserver.url, user_id=self.door.user_id,
                                         password=self.door.password, room_id=self.room_id, owner=self.owner.user_id,
                                         extra=extra)
+
+    def room_with(self, user) -> str:
+        """A two-person room of ``user`` (e.g. a stranger) with the door, which the door has joined."""
+        room_id = self.server.create_dm_room(user.access_token, self.door.user_id)
+        self.server.join_room(self.door.access_token, room_id)
+        return room_id
 
     def phone(self, user=None, room_id=None, name="phone") -> Phone:
         user = user or self.owner

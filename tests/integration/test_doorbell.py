@@ -59,8 +59,7 @@ def test_owner_calls_and_the_door_answers_with_media(setup):
 
 def test_a_strangers_call_is_refused_and_never_answered(setup, matrix_users):
     stranger = matrix_users("stranger")
-    their_room = setup.server.create_dm_room(stranger.access_token, setup.door.user_id)
-    setup.server.join_room(setup.door.access_token, their_room)
+    their_room = setup.room_with(stranger)
 
     async def main():
         phone = setup.phone(stranger, their_room, name="stranger")
@@ -131,8 +130,7 @@ def test_glare_ends_in_one_call_with_media(setup, owner_first):
 
 def test_open_command_pulses_the_relay_only_for_the_owner_in_the_window(setup, matrix_users):
     stranger = matrix_users("stranger")
-    their_room = setup.server.create_dm_room(stranger.access_token, setup.door.user_id)
-    setup.server.join_room(setup.door.access_token, their_room)
+    their_room = setup.room_with(stranger)
 
     async def main():
         phone = setup.phone()

@@ -93,8 +93,7 @@ def test_notice_after_a_missed_or_declined_call_only(homeserver, matrix_users, t
 
 def test_snapshot_command_only_for_the_owner(setup, matrix_users):
     stranger = matrix_users("stranger")
-    their_room = setup.server.create_dm_room(stranger.access_token, setup.door.user_id)
-    setup.server.join_room(setup.door.access_token, their_room)
+    their_room = setup.room_with(stranger)
 
     async def main():
         phone = setup.phone()

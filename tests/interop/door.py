@@ -8,8 +8,6 @@ LEDs, the last call's outcome) can be read directly, and a hangup can be asked o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -17,61 +15,12 @@ import numpy as np
 
 from intercom.app import Service
 from intercom.core import HangupRequested
-from intercom.service.config import load_config
-from intercom.testbed.door import write_config
+
+from ..integration.helpers import Setup, running_door, wait_until  # noqa: F401 (re-exported for the tests)
 
 
-class Rig:
-    """A door account, an owner account, their room (``encrypted`` or not), and the door's config file."""
-
-    def __init__(self, homeserver, matrix_users, tmp_path: Path, *, encrypted: bool = False, extra: str = "") -> None:
-        self.server = homeserver
-        self.door = matrix_users("door")
-        self.owner = matrix_users("owner")
-        self.room_id = homeserver.create_dm_room(self.owner.access_token, self.door.user_id, encrypted=encrypted)
-        homeserver.join_room(self.door.access_token, self.room_id)
-        self.tmp = tmp_path
-        self.config_path = write_config(tmp_path / "door", homeserver=homeserver.url, user_id=self.door.user_id,
-                                        password=self.door.password, room_id=self.room_id, owner=self.owner.user_id,
-                                        extra=extra)
-
-    def room_with(self, user) -> str:
-        """A two-person room of ``user`` (e.g. a stranger) with the door, which the door has joined."""
-        room_id = self.server.create_dm_room(user.access_token, self.door.user_id)
-        self.server.join_room(self.door.access_token, room_id)
-        return room_id
-
-
-@contextlib.asynccontextmanager
-async def running_door(rig: Rig):
-    # The simulated door points libasound at its file devices through ALSA_CONFIG_PATH, for the whole process:
-    # put it back afterwards, or tests that run later in this process (tests/media) lose their own ALSA devices.
-    alsa_config = os.environ.get("ALSA_CONFIG_PATH")
-    service = Service(load_config(rig.config_path), simulate=True, control_socket=rig.tmp / "control.sock")
-    task = asyncio.ensure_future(service.run())
-    try:
-        await asyncio.wait_for(service.ready.wait(), 60)
-        await wait_until(lambda: service.core.led.value == "idle", "the door to show idle")
-        yield service
-    finally:
-        service.stop()
-        try:
-            await asyncio.wait_for(task, 30)
-        finally:
-            if alsa_config is None:
-                os.environ.pop("ALSA_CONFIG_PATH", None)
-            else:
-                os.environ["ALSA_CONFIG_PATH"] = alsa_config
-
-
-async def wait_until(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+# The same door rig and helpers as the end-to-end tests: one definition for both suites.
+Rig = Setup
 
 
 def hang_up_at_the_door(service: Service) -> None:
