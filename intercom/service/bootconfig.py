@@ -34,7 +34,6 @@ import argparse
 import dataclasses
 import difflib
 import io
-import json
 import os
 import re
 import shutil
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from intercom.service.config import Config, ConfigError, ConfigProblem, parse_config, read_config_file
+# The config checker's message helpers, so [wifi] and [system] problems read exactly like the others.
+from intercom.service.config import _describe, _Invalid, _toml
 
 try:  # the same placeholders the intercom's checker refuses for the Matrix password
     from intercom.service.config import _PLACEHOLDER
@@ -108,34 +109,6 @@ class Wifi:
 class System:
     hostname: str | None = None
     ssh_authorized_keys: tuple[str, ...] | None = None
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, bool):
-        return f"the boolean {_toml(value)}"
-    if isinstance(value, int):
-        return f"the whole number {value}"
-    if isinstance(value, float):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {_toml(value)}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a table"
-    return f"the date/time {value}"
-
-
-class _Invalid(Exception):
-    """What is wrong with one setting and how to fix it (without the setting's name)."""
 
 
 def _text(value: object, example: str) -> str:
