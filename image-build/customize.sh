@@ -118,8 +118,13 @@ cleanup+=("rm -rf '$staging'")
 if [ -n "${INTERCOM_WHEEL:-}" ]; then
     cp "$INTERCOM_WHEEL" "$staging/"
 else
+    # From a clean copy of the sources: an in-tree build would reuse build/lib, which keeps modules deleted since.
     log "building the intercom wheel from $repo"
-    python3 -m pip wheel --quiet --no-deps --wheel-dir "$staging" "$repo"
+    source_copy=$(mktemp -d)
+    cleanup+=("rm -rf '$source_copy'")
+    (cd "$repo" && tar --exclude=__pycache__ --exclude='*.pyc' -cf - pyproject.toml README.md intercom) \
+        | tar -C "$source_copy" -xf -
+    python3 -m pip wheel --quiet --disable-pip-version-check --no-deps --wheel-dir "$staging" "$source_copy"
 fi
 wheel=$(cd "$staging" && ls intercom-*.whl)
 pip_cache=(--no-cache-dir)
