@@ -21,6 +21,7 @@ from typing import Any
 
 from intercom.core import (
     ButtonPressed,
+    FaultChanged,
     CallState,
     CallTimings,
     CommandSettings,
@@ -43,6 +44,8 @@ log = logging.getLogger("intercom")
 START_EXTEND_SECONDS = 60
 START_EXTEND_EVERY = 20
 
+#: Written by the SD-card config import (image-build) when this boot's intercom.toml was rejected.
+BOOT_CONFIG_ERRORS = "/run/intercom-boot-config/errors"
 #: The ring's picture waits at most this long for the call's invite to go out first.
 INVITE_BEFORE_PICTURE = 1.0
 
@@ -183,10 +186,24 @@ class Service:
             if not self.ready.is_set() and time.monotonic() - last_extend >= START_EXTEND_EVERY:
                 self.notifier.extend_timeout(START_EXTEND_SECONDS)
                 last_extend = time.monotonic()
+            self._check_boot_config()
             if interval is not None:
                 self.notifier.watchdog()
             self.notifier.status(self.status_line())
             await asyncio.sleep(min(interval or START_EXTEND_EVERY, START_EXTEND_EVERY))
+
+    def _check_boot_config(self) -> None:
+        """Show the error pattern while the card's rejected intercom.toml is unresolved (it names the problems)."""
+        path = Path(os.environ.get("INTERCOM_BOOT_CONFIG_ERRORS", BOOT_CONFIG_ERRORS))
+        try:
+            problems = path.read_text(errors="replace").strip()
+        except OSError:
+            problems = ""
+        fault = f"the SD card's intercom.toml was rejected: {problems.splitlines()[0]}" if problems else None
+        if fault != self.core.fault:
+            if fault:
+                log.error("%s (see intercom-config-errors.txt on the card)", fault)
+            self.orchestrator.feed(FaultChanged(fault=fault))
 
     def status_line(self) -> str:
         core = self.core
@@ -203,6 +220,7 @@ class Service:
             "led": core.led.value,
             "homeserver": "online" if core.online else "offline",
             "room_problem": core.room_problem(),
+            "fault": core.fault,
             "relay_active": self.panel.relay_active,
             "last_call": None if last is None else {
                 "summary": describe_call(last), "call_id": last.call_id, "direction": last.direction.value,

@@ -69,6 +69,8 @@ def _control(args: argparse.Namespace) -> int:
         print(f"homeserver: {reply['homeserver']}")
         if reply.get("room_problem"):
             print(f"room:       {reply['room_problem']}")
+        if reply.get("fault"):
+            print(f"attention:  {reply['fault']}")
         last = reply.get("last_call")
         print(f"last call:  {last['summary'] if last else 'none since start'}")
     return 0

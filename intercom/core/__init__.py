@@ -30,6 +30,7 @@ from .events import (
     ButtonPressed,
     CallEventReceived,
     Event,
+    FaultChanged,
     HangupRequested,
     HomeserverConnectionChanged,
     LocalAnswerReady,

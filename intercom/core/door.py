@@ -49,6 +49,7 @@ from .events import (
     ButtonPressed,
     CallEventReceived,
     Event,
+    FaultChanged,
     HangupRequested,
     HomeserverConnectionChanged,
     LocalAnswerReady,
@@ -156,6 +157,7 @@ class DoorCore:
         self._shown_led: LedState | None = None
         #: When the last call (rung or connected) ended: the door may be opened for a while after it.
         self._last_call_ended: float | None = None
+        self._fault: str | None = None
 
     # --- public view ---------------------------------------------------------------------------------------------
 
@@ -174,6 +176,11 @@ class DoorCore:
     @property
     def online(self) -> bool:
         return self._online
+
+    @property
+    def fault(self) -> str | None:
+        """What needs the owner's attention on the device (see :class:`FaultChanged`), or None."""
+        return self._fault
 
     @property
     def led(self) -> LedState:
@@ -221,6 +228,8 @@ class DoorCore:
                 self._on_members(event, now, out)
             case HomeserverConnectionChanged(online=online):
                 self._online = online
+            case FaultChanged(fault=fault):
+                self._fault = fault
             case LocalOfferReady():
                 self._on_offer_ready(event, now, out)
             case LocalAnswerReady():
@@ -668,6 +677,8 @@ class DoorCore:
             return CALL_LEDS[self._call.state][self._call.direction]
         if self._result is not None:
             return self._result[0]
+        if self._fault is not None:
+            return LedState.ERROR
         if not self._online:
             return LedState.OFFLINE
         if self.room_problem() is not None:

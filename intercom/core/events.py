@@ -61,6 +61,17 @@ class HomeserverConnectionChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FaultChanged:
+    """Something on the device needs the owner's attention (``fault``), or no longer does (None).
+
+    Example: the SD card's ``intercom.toml`` was rejected at boot. The door keeps working on its previous config;
+    the panel shows the error pattern while idle, so the installer notices.
+    """
+
+    fault: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LocalOfferReady:
     """The media side prepared our offer for ``call_id`` (answers :class:`~intercom.core.actions.PrepareOffer`).
 
@@ -132,6 +143,7 @@ Event = (
     | TextMessageReceived
     | RoomMembersChanged
     | HomeserverConnectionChanged
+    | FaultChanged
     | LocalOfferReady
     | LocalAnswerReady
     | NegotiationAnswerReady

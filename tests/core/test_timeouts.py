@@ -129,3 +129,14 @@ def test_call_continues_while_the_homeserver_is_away():
     core.handle(HomeserverConnectionChanged(online=False), 3.0)
     assert core.state is CallState.CONNECTED and core.led is LedState.IN_CALL
     assert of(core.handle(ButtonPressed(), 4.0), PrepareOffer) == []
+
+
+def test_a_device_fault_shows_the_error_pattern_while_idle_but_calls_still_work():
+    from intercom.core import FaultChanged
+
+    core = make_core()
+    assert of(core.handle(FaultChanged(fault="intercom.toml rejected"), 1.0), SetLeds) == [SetLeds(state=LedState.ERROR)]
+    assert core.fault == "intercom.toml rejected"
+    assert of(core.handle(ButtonPressed(), 2.0), PrepareOffer)  # the door keeps working on its previous config
+    assert core.led is LedState.CALLING
+    assert of(core.handle(FaultChanged(fault=None), 3.0), SetLeds) == []  # the call's pattern stays

@@ -155,3 +155,32 @@ def test_open_command_pulses_the_relay_only_for_the_owner_in_the_window(setup, m
         await phone.close()
 
     asyncio.run(main())
+
+
+def test_a_rejected_sd_card_config_shows_the_error_pattern_and_the_door_still_rings(setup, tmp_path, monkeypatch):
+    """The image's boot-time import leaves its errors in a file when the card's intercom.toml is wrong."""
+    errors = tmp_path / "boot-config-errors"
+    errors.write_text('matrix.owner: "bob" is not a Matrix user ID; write it as @bob:example.org\n')
+    monkeypatch.setenv("INTERCOM_BOOT_CONFIG_ERRORS", str(errors))
+
+    async def main():
+        from intercom.app import Service
+        from intercom.service.config import load_config
+
+        phone = setup.phone()
+        await phone.start()
+        door = Service(load_config(setup.config_path), simulate=True, control_socket=setup.tmp / "control.sock")
+        task = asyncio.ensure_future(door.run())
+        try:
+            await asyncio.wait_for(door.ready.wait(), 60)
+            await wait_until(lambda: door.core.led.value == "error", "the error pattern")
+            status = door.status()
+            assert "matrix.owner" in status["fault"] and status["homeserver"] == "online"
+            await door.press()  # the previous config still works: the owner is called
+            await phone.wait_for("m.call.invite", sender=setup.door.user_id)
+        finally:
+            door.stop()
+            await asyncio.wait_for(task, 30)
+            await phone.close()
+
+    asyncio.run(main())
