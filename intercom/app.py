@@ -116,6 +116,7 @@ class Service:
         self.notifier = notifier or Notifier()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+        self._faults: dict[str, str] = {}
 
     async def run(self) -> int:
         config = self.config
@@ -172,11 +173,17 @@ class Service:
         return 0
 
     async def _start_and_sync(self) -> None:
-        await self.matrix.start()  # retries until the homeserver answers
-        self.notifier.ready(f"homeserver {self.config.matrix.homeserver} reached")
-        self.ready.set()
-        log.info("ready: homeserver reached")
-        await self.matrix.run()
+        try:
+            await self.matrix.start()  # retries until the homeserver answers
+            self.notifier.ready(f"homeserver {self.config.matrix.homeserver} reached")
+            self.ready.set()
+            log.info("ready: homeserver reached")
+            await self.matrix.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. the homeserver refused the door's password: retrying would not help
+            log.error("Matrix stopped: %s (fix the config, then: systemctl restart intercom)", exc)
+            self._set_fault("matrix", f"Matrix: {exc}")
 
     async def _watchdog(self) -> None:
         """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service."""
@@ -200,10 +207,19 @@ class Service:
         except OSError:
             problems = ""
         fault = f"the SD card's intercom.toml was rejected: {problems.splitlines()[0]}" if problems else None
-        if fault != self.core.fault:
-            if fault:
-                log.error("%s (see intercom-config-errors.txt on the card)", fault)
-            self.orchestrator.feed(FaultChanged(fault=fault))
+        if fault != self._faults.get("boot-config") and fault:
+            log.error("%s (see intercom-config-errors.txt on the card)", fault)
+        self._set_fault("boot-config", fault)
+
+    def _set_fault(self, source: str, fault: str | None) -> None:
+        """Record (or clear) one source's fault; the core shows the error pattern while any is set."""
+        if fault is None:
+            self._faults.pop(source, None)
+        else:
+            self._faults[source] = fault
+        joined = "; ".join(self._faults.values()) or None
+        if joined != self.core.fault:
+            self.orchestrator.feed(FaultChanged(fault=joined))
 
     def status_line(self) -> str:
         core = self.core

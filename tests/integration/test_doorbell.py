@@ -184,3 +184,25 @@ def test_a_rejected_sd_card_config_shows_the_error_pattern_and_the_door_still_ri
             await phone.close()
 
     asyncio.run(main())
+
+
+def test_a_refused_password_is_logged_and_shown_not_retried_silently(setup, caplog):
+    """A wrong password in the config: a clear log line and the error pattern, not an endless 'offline'."""
+    setup.config_path.with_name("password").write_text("not-the-password\n")
+
+    async def main():
+        from intercom.app import Service
+        from intercom.service.config import load_config
+
+        door = Service(load_config(setup.config_path), simulate=True, control_socket=setup.tmp / "control.sock")
+        task = asyncio.ensure_future(door.run())
+        try:
+            await wait_until(lambda: getattr(door, "core", None) is not None and door.core.fault, "the fault",
+                             timeout=30)
+            assert door.core.led.value == "error" and "Matrix" in door.status()["fault"]
+        finally:
+            door.stop()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(main())
+    assert any("Matrix stopped" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
