@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,7 +50,8 @@ def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         try:
-            done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=SETUP_TIMEOUT)
+            done = subprocess.run(["bash", str(SETUP)], capture_output=True, text=True, timeout=SETUP_TIMEOUT,
+                                  env=dict(os.environ, INTERCOM_TEST_PYTHON=sys.executable))
             problem = None if done.returncode == 0 else (
                 f"exit status {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -59,11 +62,10 @@ def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
     # Debian's binary itself rather than its /usr/bin/chromium launcher script, which only adds flags we do not want
     # (remote extensions) and Google API keys to the environment.
     chromium = next((c for c in (DEBIAN_CHROMIUM, shutil.which("chromium")) if c and Path(c).exists()), None)
-    node = shutil.which("node")
     if chromium is None:
         pytest.fail("the interop setup finished but Chromium is not installed", pytrace=False)
-    if node is None or not (DIST_DIR / "harness.js").exists():
-        pytest.fail("the interop setup finished but left no node or no page bundle", pytrace=False)
+    if not (DIST_DIR / "harness.js").exists():
+        pytest.fail("the interop setup finished but left no page bundle", pytrace=False)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_PageHandler,
                                                                                   directory=str(DIST_DIR)))
@@ -71,7 +73,7 @@ def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
     thread = threading.Thread(target=server.serve_forever, name="interop-pages", daemon=True)
     thread.start()
     try:
-        yield Installation(chromium=chromium, node=node,
+        yield Installation(chromium=chromium,
                            page_url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
     finally:
         server.shutdown()

@@ -1,21 +1,19 @@
-"""The Python side of the interop harness: Chromium with matrix-js-sdk pages, driven through ``js/driver.mjs``.
+"""The Python side of the interop harness: Chromium with matrix-js-sdk pages, driven by playwright's Python API.
 
-:class:`Browser` starts the Node driver (playwright-core) with Debian's Chromium and a fresh profile; each
+:class:`Browser` starts Debian's Chromium with a fresh profile through playwright; each
 :class:`JsClient` is one page, one matrix-js-sdk client logged in as a user (a new device), calling through
 js-sdk's legacy ``MatrixCall`` exactly as Element Web/Desktop does. Every method is a coroutine, so the door can run
 in the same event loop (see ``door.py``). The page-side API is ``js/src/harness.js`` (``window.H``).
 
-Requests and answers are JSON lines on the driver's stdin/stdout. The driver's and the browser's console output go
-to ``<workdir>/browser.log``, which :meth:`Browser.log_tail` returns for failure messages.
+The pages' console output and errors go to ``<workdir>/browser.log``, which :meth:`Browser.log_tail` returns for
+failure messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
-import os
 import shutil
 import time
 import wave as wave_module
@@ -27,7 +25,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 JS_DIR = HERE / "js"
 DIST_DIR = JS_DIR / "dist"
-DRIVER = JS_DIR / "driver.mjs"
 
 #: How long one request to the page may take (login + first sync + crypto init is the slowest, about a second).
 REQUEST_TIMEOUT = 60.0
@@ -59,92 +56,120 @@ class HarnessError(AssertionError):
 
 @dataclass(frozen=True)
 class Installation:
-    """What ``tests/interop/setup`` made ready: the browser, Node, and the page served on 127.0.0.1."""
+    """What ``tests/interop/setup`` made ready: the browser and the page served on 127.0.0.1."""
 
     chromium: str
-    node: str
     page_url: str  # http://127.0.0.1:<port>/index.html
 
 
+#: Flags that keep Chromium off the network (no background requests, no component or field-trial downloads, no
+#: sync, no QUIC) with fake camera and microphone that need no permission prompt. Loopback candidates are allowed for
+#: WebRTC: the tests keep media on 127.0.0.1. No --disable-features here: Chromium takes only the last one, and
+#: playwright passes its own (which also switches off network time queries and preconnects).
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-breakpad",
+    "--no-pings",
+    "--metrics-recording-only",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--autoplay-policy=no-user-gesture-required",
+)
+
+
 class Browser:
-    """One Node driver process with one Chromium (a fresh profile in ``workdir``)."""
+    """One Chromium (a fresh profile in ``workdir``) driven by playwright's Python API.
+
+    playwright (pinned in ``pyproject.toml``'s test extras) brings its own Node.js inside its wheel for its driver,
+    so the machine's Node.js only builds the page (``setup``) and its version does not matter here.
+    """
 
     def __init__(self, installation: Installation, workdir: Path) -> None:
         self.installation = installation
         self.workdir = workdir
         self.log_path = workdir / "browser.log"
-        self._proc: asyncio.subprocess.Process | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future] = {}
-        self._reader: asyncio.Task | None = None
+        self._playwright: Any = None
+        self._context: Any = None
+        self._pages: dict[str, Any] = {}
         self._clients: list[JsClient] = []
         self.version: str | None = None
 
+    def _log(self, text: str) -> None:
+        try:
+            with self.log_path.open("a", errors="replace") as log:
+                log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+        except OSError:
+            pass  # the log is a help, never a reason to fail
+
     async def start(self) -> Browser:
+        from playwright.async_api import async_playwright
+
         self.workdir.mkdir(parents=True, exist_ok=True)
         profile = self.workdir / "chromium-profile"
         shutil.rmtree(profile, ignore_errors=True)
         profile.mkdir()
         microphone = self.workdir / "microphone.wav"
         write_voice_wav(microphone)
-        stderr = (self.workdir / "driver.stderr").open("ab")
+        self._playwright = await async_playwright().start()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.installation.node, str(DRIVER), cwd=str(JS_DIR),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-                env=dict(os.environ, NODE_NO_WARNINGS="1"), start_new_session=True, limit=16 * 1024 * 1024)
-        finally:
-            stderr.close()
-        self._reader = asyncio.ensure_future(self._read())
-        result = await self.request("launch", executable=self.installation.chromium, profile=str(profile),
-                                    log=str(self.log_path), microphone=str(microphone))
-        self.version = result.get("version")
+            self._context = await self._playwright.chromium.launch_persistent_context(
+                str(profile), executable_path=self.installation.chromium, headless=True,
+                args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+                # playwright's own defaults are kept (they add more of the same kind); this one is ours alone
+                ignore_default_args=["--mute-audio"],
+                permissions=["camera", "microphone"], timeout=60000)
+        except Exception as exc:
+            await self._stop_playwright()
+            raise HarnessError(f"Chromium did not start: {exc}\n{self.log_tail()}") from exc
+        browser = self._context.browser
+        self.version = browser.version if browser is not None else None
         return self
-
-    async def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                break
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            future = self._pending.pop(message.get("id"), None)
-            if future is not None and not future.done():
-                future.set_result(message)
-        error = HarnessError(f"the browser driver exited ({self._proc.returncode})\n{self.log_tail()}")
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(error)
-        self._pending.clear()
-
-    async def request(self, op: str, *, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> Any:
-        if self._proc is None or self._proc.stdin is None or self._proc.returncode is not None:
-            raise HarnessError(f"the browser driver is not running\n{self.log_tail()}")
-        request_id = next(self._ids)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._proc.stdin.write((json.dumps({"id": request_id, "op": op, **fields}) + "\n").encode())
-        await self._proc.stdin.drain()
-        try:
-            message = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            self._pending.pop(request_id, None)
-            what = f"{op} {fields.get('method', '')}".strip()
-            raise HarnessError(f"the browser did not answer {what} within {timeout:.0f} s\n{self.log_tail()}") from None
-        if not message.get("ok"):
-            what = f"{op} {fields.get('method', '')}".strip()
-            raise HarnessError(f"{what} failed in the browser: {message.get('error')}\n{self.log_tail()}")
-        return message.get("result")
 
     async def client(self, name: str) -> JsClient:
         """A new page: one matrix-js-sdk client (not started yet)."""
-        await self.request("open", page=name, url=self.installation.page_url)
+        if self._context is None:
+            raise HarnessError("the browser is not running")
+        if name in self._pages:
+            raise HarnessError(f"page {name} is already open")
+        page = await self._context.new_page()
+        self._pages[name] = page
+        page.on("console", lambda msg: self._log(f"[{name}] {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda err: self._log(f"[{name}] pageerror: {getattr(err, 'stack', None) or err}"))
+        page.on("crash", lambda _page: self._log(f"[{name}] page crashed"))
+        try:
+            await page.goto(self.installation.page_url)
+            await page.wait_for_function("() => window.harnessReady === true", timeout=30000)
+        except Exception as exc:
+            raise HarnessError(f"[{name}] the page did not load: {exc}\n{self.log_tail()}") from exc
         client = JsClient(self, name)
         self._clients.append(client)
         return client
+
+    async def evaluate(self, name: str, method: str, args: list[Any], timeout: float = REQUEST_TIMEOUT) -> Any:
+        """``window.H[method](...args)`` in page ``name``, awaited; fails with the end of the browser log."""
+        page = self._pages.get(name)
+        if page is None:
+            raise HarnessError(f"no page {name}")
+        script = ("([m, a]) => { if (typeof window.H[m] !== 'function') "
+                  "throw new Error(`the harness has no method ${m}`); return window.H[m](...a); }")
+        try:
+            return await asyncio.wait_for(page.evaluate(script, [method, args]), timeout)
+        except asyncio.TimeoutError:
+            raise HarnessError(f"the browser did not answer {method} within {timeout:.0f} s\n{self.log_tail()}") \
+                from None
+        except Exception as exc:
+            self._log(f"[driver] {method} failed: {exc}")
+            raise HarnessError(f"{method} failed in the browser: {exc}\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 60, grep: str | None = None) -> str:
         try:
@@ -155,35 +180,23 @@ class Browser:
             text = [line for line in text if grep in line]
         return "--- browser log (end) ---\n" + "\n".join(text[-lines:])
 
+    async def _stop_playwright(self) -> None:
+        playwright, self._playwright = self._playwright, None
+        if playwright is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(playwright.stop(), 15)
+
     async def close(self) -> None:
-        """Stop the clients' calls, close Chromium and the driver; kill them if they do not go."""
-        proc = self._proc
-        if proc is None:
-            return
+        """Stop the clients' calls, close Chromium and playwright's driver."""
         for client in self._clients:
             with contextlib.suppress(Exception):
                 await client.call("stop", timeout=5)
-        if proc.returncode is None:
+        context, self._context = self._context, None
+        self._pages.clear()
+        if context is not None:
             with contextlib.suppress(Exception):
-                await self.request("close", timeout=15)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, 9)
-                await proc.wait()
-        # Chromium runs in the driver's process group (start_new_session): make sure nothing of it is left.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        self._proc = None
+                await asyncio.wait_for(context.close(), 15)
+        await self._stop_playwright()
 
 
 @contextlib.asynccontextmanager
@@ -206,7 +219,7 @@ class JsClient:
         self.device_id: str | None = None
 
     async def call(self, method: str, *args: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
-        return await self.browser.request("call", page=self.name, method=method, args=list(args), timeout=timeout)
+        return await self.browser.evaluate(self.name, method, list(args), timeout=timeout)
 
     async def start(self, homeserver_url: str, user, *, encryption: bool = False, trickle_only: bool = False) -> dict:
         """Log in as ``user`` (a new device). ``trickle_only``: js-sdk's SDP carries no candidates; they all go in

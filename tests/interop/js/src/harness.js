@@ -1,6 +1,6 @@
 // The page side of the interop harness: one matrix-js-sdk client (the owner's phone, or a stranger's) with
 // legacy 1:1 calls (MatrixCall), as Element Web/Desktop uses it. Bundled by build.mjs into dist/harness.js and
-// driven from the test process through window.H (see ../driver.mjs and ../../harness.py).
+// driven from the test process through window.H (see ../../harness.py).
 //
 // Everything the tests read comes from here: each call's state, its hangup party and reason, the m.call.* events
 // the room carried (decrypted where the room is encrypted), and what arrived over the media path (getStats of
