@@ -66,12 +66,13 @@ def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = Non
     settings = MediaSettings(
         capture_device=audio.capture_device, playback_device=audio.playback_device,
         echo_cancellation=audio.echo_cancellation, camera=camera.source, width=camera.width, height=camera.height,
-        framerate=camera.framerate, bitrate_kbps=camera.bitrate_kbps, keyframe_interval=camera.keyframe_interval)
+        framerate=camera.framerate, bitrate_kbps=camera.bitrate_kbps, keyframe_interval=camera.keyframe_interval,
+        host_addresses=config.network.ice_addresses or None)
     if not simulate:
         return settings
     assert sim_dir is not None
     return dataclasses.replace(
-        settings, camera="synthetic", pace_audio=True, host_addresses=("127.0.0.1",),
+        settings, camera="synthetic", pace_audio=True,
         capture_device=f'intercom_file_mic:IN="{sim_dir / "microphone.raw"}"',
         playback_device=f'intercom_file_speaker:OUT="{sim_dir / "speaker.raw"}"')
 
@@ -146,9 +147,12 @@ class Service:
             state_dir=state_dir, device_name=config.matrix.device_name, **{kind: secret}),
             on_event=lambda event: orchestrator and orchestrator.feed(event))
 
+        stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
+
         async def ice_servers() -> list[IceServer]:
+            # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
             return [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
-                    for t in await self.matrix.turn_servers()]
+                    for t in await self.matrix.turn_servers()] + stun
 
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),

@@ -43,7 +43,7 @@ from .camera import Camera, CameraConfig, create_camera
 from .errors import MediaError
 from .ice import restrict_host_addresses, rtc_ice_servers
 from .playout import install_low_latency_audio
-from .sdp import candidate_from_matrix, local_stream_id, parse_sections, sending_codec
+from .sdp import bundled_candidates, candidate_from_matrix, local_stream_id, parse_sections, sending_codec
 from .settings import IceServer, LocalDescription, MediaSettings
 from .still import Still, take_still
 from .video import CameraTrack, install_keyframe_hook
@@ -183,6 +183,7 @@ class MediaEngine:
         call = self._call(call_id)
         try:
             await call.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+            await self._add_sdp_candidates(call, answer_sdp)
             self._choose_video_mode(call, answer_sdp)
         except Exception as exc:
             raise MediaError(f"call {call_id}: applying the answer failed: {exc}") from exc
@@ -232,11 +233,24 @@ class MediaEngine:
             raise MediaError(f"call {call_id}: the renegotiation restarts ICE, which aiortc cannot do")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await self._add_sdp_candidates(call, offer_sdp)
             return await self._set_local(call, await pc.createAnswer(), renegotiation=True)
         except MediaError:
             raise
         except Exception as exc:
             raise MediaError(f"call {call_id}: answering the renegotiation failed: {exc}") from exc
+
+    async def _add_sdp_candidates(self, call: _Call, remote_sdp: str) -> None:
+        """The remote SDP's candidates, given to the bundle's transport (see :func:`.sdp.bundled_candidates`)."""
+        candidates, complete = bundled_candidates(remote_sdp)
+        for candidate in candidates:
+            try:
+                await call.pc.addIceCandidate(candidate)
+            except Exception as exc:
+                logger.warning("call %s: aiortc refused a candidate of the remote SDP: %s", call.call_id, exc)
+        if complete and not call.candidates_ended:
+            await call.pc.addIceCandidate(None)
+            call.candidates_ended = True
 
     async def close(self, call_id: str) -> None:
         """End a call: close the connection, stop every thread, release the devices, then report ``closed``.

@@ -48,6 +48,31 @@ def parse_sections(sdp: str) -> list[MediaSection]:
     return sections
 
 
+def bundled_candidates(sdp: str) -> tuple[list[RTCIceCandidate], bool]:
+    """Every ``a=candidate`` of a remote SDP, each addressed to the BUNDLE-tagged section, and whether any section
+    says ``a=end-of-candidates``.
+
+    With BUNDLE, browsers put the candidates in the tagged (first) section only. aiortc 1.16's
+    ``setRemoteDescription`` keeps one section per ICE transport, and for an offerer whose sections already share
+    one transport (max-bundle) that is the *last* section, so it adds none of the answer's candidates. The door
+    then learns the peer only from its incoming checks: enough on one network, never through TURN, where the peer's
+    checks reach the door's relay only after the door has sent to the peer (its TURN permission). Adding them again
+    is harmless: aioice ignores a candidate whose address it already has.
+    """
+    description = SessionDescription.parse(sdp)
+    if not description.media:
+        return [], False
+    bundle = next((group for group in description.group if group.semantic == "BUNDLE" and group.items), None)
+    tag = bundle.items[0] if bundle else description.media[0].rtp.muxId
+    index = next((i for i, media in enumerate(description.media) if media.rtp.muxId == tag), 0)
+    candidates = []
+    for media in description.media:
+        for candidate in media.ice_candidates:
+            candidate.sdpMid, candidate.sdpMLineIndex = tag, index
+            candidates.append(candidate)
+    return candidates, any(media.ice_candidates_complete for media in description.media)
+
+
 def local_stream_id(sdp: str) -> str | None:
     """The msid stream id of the first sending track (``a=msid:<stream> <track>``), for ``sdp_stream_metadata``.
 

@@ -338,7 +338,7 @@ def check_card_config(data: Mapping[str, Any], text: str, *, root: Path, path: s
 
 
 def _toml_value(value: object) -> str:
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, float):
         return repr(value)

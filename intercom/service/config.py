@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigProblem",
     "CredentialKind",
     "MatrixConfig",
+    "NetworkConfig",
     "PanelConfig",
     "check_config_main",
     "load_config",
@@ -510,6 +512,55 @@ class CameraConfig:
     ring_picture: bool = _setting(True, check=_flag)
 
 
+def _list_of(item: Checker, what: str) -> Checker:
+    """A TOML list whose every item passes ``item``; stored as a tuple. ``[]`` is the empty list."""
+
+    def check(value: object, ctx: _Context) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            hint = f"; put it in square brackets, like [{_toml(value)}]" if isinstance(value, str) else ""
+            raise _type_error(value, f"a list of {what} like {ctx.example}", hint)
+        items = []
+        for index, raw in enumerate(value, 1):
+            try:
+                items.append(item(raw, ctx))
+            except _Invalid as invalid:
+                raise _Invalid(f"item {index}: {invalid}") from None
+        return tuple(items)
+
+    return check
+
+
+def _stun_uri(value: object, ctx: _Context) -> str:
+    """``stun:host`` or ``stun:host:port`` (RFC 7064), as WebRTC and aiortc take it."""
+    text = _text(value, ctx)
+    scheme, _, rest = text.partition(":")
+    host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if scheme.lower() != "stun" or not (host or rest) or "/" in rest or "?" in rest \
+            or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+        raise _Invalid(f"{_toml(text)} is not a STUN server URI; write it like \"stun:stun.example.org:3478\" "
+                       "(TURN servers come from the homeserver, not from here)")
+    return text
+
+
+def _ip_address(value: object, ctx: _Context) -> str:
+    text = _text(value, ctx)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _Invalid(f"{_toml(text)} is not an IP address; write one of this machine's addresses, like "
+                       "\"192.168.1.20\"") from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig:
+    """``[network]``: how calls find a path. TURN servers come from the homeserver; these add to that."""
+
+    stun_servers: tuple[str, ...] = _setting((), check=_list_of(_stun_uri, "STUN URIs"),
+                                             example='["stun:stun.example.org:3478"]')
+    ice_addresses: tuple[str, ...] = _setting((), check=_list_of(_ip_address, "IP addresses"),
+                                              example='["192.168.1.20"]')
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration. ``path`` is the file it came from (``"<memory>"`` for :func:`parse_config`)."""
@@ -519,6 +570,7 @@ class Config:
     panel: PanelConfig = field(default_factory=PanelConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     path: str = "<memory>"
 
 
@@ -528,6 +580,7 @@ _SECTIONS: dict[str, type] = {
     "panel": PanelConfig,
     "audio": AudioConfig,
     "camera": CameraConfig,
+    "network": NetworkConfig,
 }
 _SETTINGS: dict[str, dict[str, dataclasses.Field[Any]]] = {
     name: {f.name: f for f in dataclasses.fields(cls)} for name, cls in _SECTIONS.items()

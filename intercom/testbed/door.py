@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,14 @@ from intercom.service.control import ControlError, send_command
 
 
 def write_config(directory: Path, *, homeserver: str, user_id: str, password: str, room_id: str, owner: str,
-                 extra: str = "") -> Path:
-    """A config for a simulated door; ``extra`` is appended TOML (e.g. ``[calls]`` overrides)."""
+                 extra: str = "", loopback: bool = True) -> Path:
+    """A config for a simulated door; ``extra`` is appended TOML (e.g. ``[calls]`` overrides).
+
+    ``loopback`` keeps the door's ICE host candidates on 127.0.0.1 (``[network] ice_addresses``), for a homeserver
+    and a phone on this machine; ``--simulate`` itself never restricts the network. Pass False (and write your own
+    ``[network]`` in ``extra`` if needed) for a door on a test host in a network namespace.
+    """
+    network = '\n[network]\nice_addresses = ["127.0.0.1"]\n' if loopback else ""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "password"
     secret.touch(mode=0o600)
@@ -43,7 +50,7 @@ pin_factory = "mock"
 source = "synthetic"
 width = 640
 height = 480
-{extra}
+{network}{extra}
 """)
     return config
 
@@ -57,11 +64,13 @@ class SimulatedDoor:
         self.log_path = directory / "door.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
+    def start(self, timeout: float = 60.0, env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> None:
+        """Start the door and wait until it is online and idle. ``wrapper`` goes before the command (e.g. ``ip netns
+        exec NAME`` to run the door on a test host)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "intercom.cli", "run", "--simulate", "--config", str(self.config),
+            [*wrapper, sys.executable, "-m", "intercom.cli", "run", "--simulate", "--config", str(self.config),
              "--socket", str(self.socket)], stdout=self._log, stderr=subprocess.STDOUT, env=env,
             start_new_session=True)
         self.wait_for(lambda s: s["homeserver"] == "online" and s["led"] == "idle", timeout,

@@ -38,6 +38,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -204,7 +205,8 @@ def _install(venv: Path) -> None:
 # HTTP (stdlib only)
 
 
-def _request(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+def _request(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None, timeout: float = 30.0,
+             context: ssl.SSLContext | None = None) -> dict[str, Any]:
     """One JSON request; raises :class:`MatrixAPIError` for an HTTP error status."""
     headers = {"Content-Type": "application/json"}
     if token:
@@ -212,7 +214,7 @@ def _request(method: str, url: str, body: dict[str, Any] | None = None, token: s
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         raw = err.read().decode(errors="replace")
@@ -232,11 +234,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_open(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host``:``port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -287,6 +289,9 @@ class Homeserver:
     and secrets, so a server stopped by ``stop`` (or by the command line) comes back with its users able to log in
     at the same URL. ``port=None`` picks a free port on first start and keeps it for restarts.
 
+    ``tls`` = (certificate, key, CA file) serves https (a door refuses plain http to anything but localhost).
+    ``host`` is the address the listener binds: 127.0.0.1 unless a test puts the server on a test host's address.
+
     TURN: pass ``turn_uris`` and ``turn_shared_secret`` (the coturn ``static-auth-secret``) and Synapse hands out
     time-limited credentials at ``/_matrix/client/v3/voip/turnServer``; without them it answers ``{}``.
     """
@@ -300,11 +305,18 @@ class Homeserver:
         turn_shared_secret: str | None = None,
         turn_user_lifetime: str = "1h",
         synapse_python: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        tls: tuple[str | os.PathLike[str], str | os.PathLike[str], str | os.PathLike[str]] | None = None,
     ):
         if turn_uris and not turn_shared_secret:
             raise ValueError("turn_uris need a turn_shared_secret: without one Synapse hands out no credentials")
         self.data_dir = Path(data_dir).resolve()
         self.server_name = SERVER_NAME
+        #: The one address the client listener binds (a test host's address in network-namespace tests).
+        self.host = host
+        #: (certificate, private key, CA file): serve https with that certificate, trusting the CA for requests.
+        self.tls = tuple(str(p) for p in tls) if tls else None
+        self._ssl_context = ssl.create_default_context(cafile=self.tls[2]) if self.tls else None
         self.turn_uris = list(turn_uris)
         self.turn_shared_secret = turn_shared_secret
         self.turn_user_lifetime = turn_user_lifetime
@@ -322,7 +334,7 @@ class Homeserver:
     @property
     def url(self) -> str:
         """The client-server API base URL, e.g. ``http://127.0.0.1:8448`` (no trailing slash)."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -360,9 +372,9 @@ class Homeserver:
             "listeners": [
                 {
                     "port": self.port,
-                    "bind_addresses": ["127.0.0.1"],
+                    "bind_addresses": [self.host],
                     "type": "http",
-                    "tls": False,
+                    "tls": bool(self.tls),
                     "x_forwarded": False,
                     "resources": [{"names": ["client"], "compress": False}],
                 }
@@ -385,6 +397,8 @@ class Homeserver:
             "enable_metrics": False,
             **_RATE_LIMITS,
         }
+        if self.tls:
+            config.update(tls_certificate_path=self.tls[0], tls_private_key_path=self.tls[1])
         if self.turn_uris:
             config.update(
                 turn_uris=self.turn_uris,
@@ -465,7 +479,7 @@ class Homeserver:
                     f"{_tail(self.data_dir / OUTPUT_FILE)}\n--- {LOG_FILE} ---\n{_tail(self.log_path)}"
                 )
             try:
-                _request("GET", self.url + "/_matrix/client/versions", timeout=2.0)
+                _request("GET", self.url + "/_matrix/client/versions", timeout=2.0, context=self._ssl_context)
                 return
             except HomeserverError:
                 pass  # Not listening yet.
@@ -536,7 +550,7 @@ class Homeserver:
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
         """Call the homeserver: ``hs.api("GET", "/_matrix/client/v3/account/whoami", token=t)``."""
-        return _request(method, self.url + path, body, token)
+        return _request(method, self.url + path, body, token, context=self._ssl_context)
 
     def register_user(self, localpart: str, password: str, admin: bool = False) -> RegisteredUser:
         """Create a user through the shared-secret admin API (public registration stays off) and log it in.

@@ -311,6 +311,7 @@ def test_keyfile_is_a_valid_networkmanager_profile() -> None:
 # --- the command line and the shipped example -------------------------------------------------------------------------
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="main() makes root the owner of /etc/intercom, as at boot: needs root")
 def test_main_applies_with_the_service_user_from_the_roots_passwd(card: Path, target: Target) -> None:
     (target.root / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\nintercom:x:{os.getuid()}:{os.getgid()}::"
                                             "/var/lib/intercom:/usr/sbin/nologin\n")

@@ -60,6 +60,10 @@ class Installation:
 
     chromium: str
     page_url: str  # http://127.0.0.1:<port>/index.html
+    #: More Chromium flags (the network tests: an http page on a test host's address counted as a secure origin).
+    extra_args: tuple[str, ...] = ()
+    #: Accept any TLS certificate (the network tests' homeserver has one from a test CA).
+    ignore_https_errors: bool = False
 
 
 #: Flags that keep Chromium off the network (no background requests, no component or field-trial downloads, no
@@ -124,7 +128,9 @@ class Browser:
         try:
             self._context = await self._playwright.chromium.launch_persistent_context(
                 str(profile), executable_path=self.installation.chromium, headless=True,
-                args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={microphone}"],
+                args=[*CHROMIUM_FLAGS, *self.installation.extra_args,
+                      f"--use-file-for-fake-audio-capture={microphone}"],
+                ignore_https_errors=self.installation.ignore_https_errors,
                 # playwright's own defaults are kept (they add more of the same kind); this one is ours alone
                 ignore_default_args=["--mute-audio"],
                 permissions=["camera", "microphone"], timeout=60000)
@@ -221,12 +227,15 @@ class JsClient:
     async def call(self, method: str, *args: Any, timeout: float = REQUEST_TIMEOUT) -> Any:
         return await self.browser.evaluate(self.name, method, list(args), timeout=timeout)
 
-    async def start(self, homeserver_url: str, user, *, encryption: bool = False, trickle_only: bool = False) -> dict:
+    async def start(self, homeserver_url: str, user, *, encryption: bool = False, trickle_only: bool = False,
+                    loopback: bool = True) -> dict:
         """Log in as ``user`` (a new device). ``trickle_only``: js-sdk's SDP carries no candidates; they all go in
-        ``m.call.candidates`` (as with Element when gathering is slow)."""
+        ``m.call.candidates`` (as with Element when gathering is slow). ``loopback=False`` signals every candidate
+        (host, server-reflexive, relay) instead of 127.0.0.1 only: for a page on a test host in a network
+        namespace."""
         info = await self.call("start", {"baseUrl": homeserver_url, "userId": user.user_id,
                                          "password": user.password, "encryption": encryption,
-                                         "trickleOnly": trickle_only})
+                                         "trickleOnly": trickle_only, "loopback": loopback})
         self.user_id, self.device_id = info["userId"], info["deviceId"]
         if not info.get("supportsCalls"):
             raise HarnessError(f"js-sdk says this browser cannot make calls: {info}")

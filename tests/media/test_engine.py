@@ -240,3 +240,34 @@ def test_connection_states_are_reported_on_both_sides(files):
     events_a, events_b = asyncio.run(scenario())
     assert events_a == [("c1", "connected"), ("c1", "closed")]
     assert events_b == [("c1", "connected"), ("c1", "disconnected"), ("c1", "closed")]
+
+
+def test_an_answer_with_candidates_only_in_the_bundle_tagged_section_gives_the_door_all_of_them(files):
+    """Browsers put a bundled answer's candidates in its first section only; aiortc alone adds none of them for an
+    offerer (its setRemoteDescription keeps the last section per transport). Through TURN that broke every call the
+    door placed: it never learned where the phone was, so it never sent to it."""
+
+    async def scenario():
+        door = _engine(files, "a", camera="synthetic")
+        phone = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            offer = await door.create_offer("c1", [])
+            await phone.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            restrict_host_addresses(phone, ["127.0.0.1"])
+            await phone.setLocalDescription(await phone.createAnswer())
+            answer = phone.localDescription.sdp.replace("a=end-of-candidates\r\n", "")
+            # As Chromium writes it: every candidate under the first m= section, none under the second.
+            first, second = answer.split("\r\nm=video", 1)
+            second = "\r\n".join(line for line in second.split("\r\n") if not line.startswith("a=candidate:"))
+            answer = first + "\r\nm=video" + second
+            wanted = {line.split()[4:6][0] + ":" + line.split()[5] for line in first.split("\r\n")
+                      if line.startswith("a=candidate:")}
+            await door.apply_answer("c1", answer)
+            ice = peer_connection(door, "c1").getTransceivers()[0].receiver.transport.transport
+            return wanted, {f"{c.ip}:{c.port}" for c in ice.getRemoteCandidates()}
+        finally:
+            await phone.close()
+            await door.close_all()
+
+    wanted, known = asyncio.run(scenario())
+    assert wanted and known == wanted
