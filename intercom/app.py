@@ -148,16 +148,20 @@ class Service:
             on_event=lambda event: orchestrator and orchestrator.feed(event))
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
+        self.had_turn = False  # whether the last call got TURN servers from the homeserver
 
         async def ice_servers() -> list[IceServer]:
             # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
-            return [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
-                    for t in await self.matrix.turn_servers()] + stun
+            turn = [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
+                    for t in await self.matrix.turn_servers()]
+            self.had_turn = bool(turn)
+            return turn + stun
 
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
                                    owner=config.matrix.owner, ring_pictures=config.camera.ring_picture,
-                                   call_first=lambda: orchestrator.invite_sent(timeout=INVITE_BEFORE_PICTURE))
+                                   call_first=lambda: orchestrator.invite_sent(timeout=INVITE_BEFORE_PICTURE),
+                                   had_turn=lambda: self.had_turn)
 
         async def call_ended(summary) -> None:
             await self.snapshots.call_ended(config.matrix.room_id, summary)

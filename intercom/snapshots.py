@@ -76,9 +76,13 @@ class Snapshots:
     """Takes, keeps and posts pictures; posts the missed and declined notices."""
 
     def __init__(self, media: StillSource, matrix: Messenger, store: SnapshotStore, *, owner: str,
-                 ring_pictures: bool = True, call_first: Callable[[], Awaitable[None]] | None = None) -> None:
-        """``call_first`` returns once the ring's call invite is out: the picture is taken only then."""
+                 ring_pictures: bool = True, call_first: Callable[[], Awaitable[None]] | None = None,
+                 had_turn: Callable[[], bool] | None = None) -> None:
+        """``call_first`` returns once the ring's call invite is out: the picture is taken only then.
+        ``had_turn`` tells whether the last call had a TURN server, for the notice of a call that could not
+        connect."""
         self._media, self._matrix, self._store, self._owner = media, matrix, store, owner
+        self._had_turn = had_turn
         self.ring_pictures = ring_pictures
         self._call_first = call_first
         self._last_ring: asyncio.Task[str | None] | None = None
@@ -125,8 +129,22 @@ class Snapshots:
                    **_file_or_url(url, keys, "image/jpeg"), "m.mentions": {"user_ids": [self._owner]}}
         return await self._matrix.send_event(room_id, "m.room.message", content)
 
+    def _no_path_text(self, summary: CallSummary) -> str:
+        at = time.strftime("%H:%M", time.localtime())
+        who = "from the door" if summary.direction is Direction.OUTGOING else "to the door"
+        if self._had_turn is not None and not self._had_turn():
+            why = ("your homeserver offers no TURN server, and without one a phone outside the home network often "
+                   "cannot reach the door (ask its admin to set up TURN, or add STUN servers under [network])")
+        else:
+            why = "not even through your homeserver's TURN server (is it running, and reachable from both networks?)"
+        return f"Call {who} at {at} could not connect: no network path between the door and the phone; {why}."
+
     async def call_ended(self, room_id: str, summary: CallSummary) -> None:
-        """A short notice when the door's call rang out or was declined, replying to the ring's picture."""
+        """A short notice when the door's call rang out or was declined, replying to the ring's picture, and when a
+        call in either direction was answered but could not connect (``ice_failed``), saying why."""
+        if summary.outcome is Outcome.FAILED and summary.reason == "ice_failed":
+            await self._matrix.send_notice(room_id, self._no_path_text(summary))
+            return
         if summary.direction is not Direction.OUTGOING or summary.outcome not in (Outcome.MISSED, Outcome.DECLINED):
             return
         at = time.strftime("%H:%M", time.localtime())

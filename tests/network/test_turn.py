@@ -58,3 +58,58 @@ def test_a_call_between_two_symmetric_nats_connects_through_turn(network, turn_h
     pair = result["stats"].get("pair")
     assert relayed(pair), f"media did not go through TURN: {pair}"
     assert result["stats"]["video"]["frameWidth"] > 0
+
+
+@pytest.mark.parametrize("door_calls", [True, False], ids=["door-calls-owner", "owner-calls-door"])
+def test_the_owner_at_home_connects_directly_without_turn(network, plain_homeserver, page_server, door_rig,
+                                                          tmp_path, door_calls):
+    """Same LAN, a homeserver without TURN: the door and the phone find each other on the home network."""
+    rig = door_rig(plain_homeserver)
+    result = asyncio.run(call_and_check_media(network, page_server, tmp_path, rig, door_calls=door_calls,
+                                              host=network.phone_home))
+    pair = result["stats"].get("pair")
+    assert pair and not relayed(pair), pair
+    assert network.door_host.address in (pair.get("local") or "") + (pair.get("remote") or ""), pair
+
+
+def room_notices(hs, user, room_id: str) -> list[str]:
+    answer = hs.api("GET", f"/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50", token=user.access_token)
+    return [e["content"].get("body", "") for e in answer.get("chunk", [])
+            if e.get("type") == "m.room.message" and e["content"].get("msgtype") == "m.notice"]
+
+
+def test_with_no_path_the_door_gives_up_within_connect_timeout_says_why_and_is_idle_again(
+        network, plain_homeserver, page_server, door_rig, tmp_path):
+    """Both behind symmetric NATs and no TURN: no call can connect. The door must not hang: ice_failed within
+    connect_timeout, the error pattern, a notice that says why, then idle with nothing left running."""
+    rig = door_rig(plain_homeserver, extra="[calls]\nconnect_timeout = 5\n")
+
+    async def scenario():
+        installation = phone_browser(network, page_server, network.phone_away, tmp_path / "chromium")
+        door = await asyncio.to_thread(rig.start)
+        async with open_browser(installation, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(rig.hs.url, rig.owner, loopback=False)
+            await asyncio.to_thread(door.press)
+            ringing = await owner.wait_incoming(timeout=30)
+            await owner.answer(ringing["callId"])
+            answered = time.monotonic()
+            failed = await door_state(door, lambda s: s["led"] == "error", "the door to show the error pattern", 20)
+            waited = time.monotonic() - answered
+            idle = await door_state(door, lambda s: s["call_state"] == "idle", "the door to be idle again")
+            ended = await owner.wait_state(ringing["callId"], "ended", timeout=20)
+            return ringing["callId"], failed, waited, idle, ended
+
+    call_id, failed, waited, idle, ended = asyncio.run(scenario())
+    assert waited < 5 + 3, f"the door took {waited:.1f} s to give up (connect_timeout 5 s)"
+    last = idle["last_call"]
+    assert last["call_id"] == call_id and last["outcome"] == "failed" and last["reason"] == "ice_failed", last
+    assert ended["hangupParty"] == "remote" and ended["hangupReason"] == "ice_failed", ended
+    notices = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("could not connect" in n for n in notices):
+        notices = room_notices(rig.hs, rig.owner, rig.room_id)
+        time.sleep(0.2)
+    text = next((n for n in notices if "could not connect" in n), None)
+    assert text is not None and "no TURN server" in text, notices
+    assert rig.door.process.poll() is None, "the door must keep running"
