@@ -149,7 +149,7 @@ class Topology:
             self._up(None, self.root_links[-1], f"{SERVER}/24")
             # Anything this host sends to the LAN ranges stays on the internet bridge and dies there.
             route = f"{LANS} via {DEAD_END} dev {self.root_links[-1]}"
-            run("ip", "route", "add", *route.split())
+            run("ip", "route", "replace", *route.split())  # replace: a crashed earlier run may have left it
             self.root_routes.append(route)
             self._router("home", HOME_WAN, HOME_LAN)
             self._router("carrier", CARRIER_WAN, CARRIER_LAN)
