@@ -65,8 +65,8 @@ class SimulatedDoor:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0, env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> None:
-        """Start the door and wait until it is online and idle. ``wrapper`` goes before the command (e.g. ``ip netns
-        exec NAME`` to run the door on a test host)."""
+        """Start the door and wait until it is online and idle. ``wrapper`` goes before the command (e.g. ``nsenter
+        --net=/run/netns/NAME`` to run the door on a test host)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(

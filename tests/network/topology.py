@@ -38,14 +38,23 @@ def missing_tools() -> str | None:
     """Why this machine cannot build the topology, or None."""
     if os.geteuid() != 0:
         return "network namespaces need root (run the tests as root)"
-    for tool in ("ip", "iptables"):
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (Debian: {'iproute2' if tool == 'ip' else 'iptables'})"
+            return f"{tool} is not installed (Debian: {package})"
     return None
 
 
+def enter(ns: str) -> list[str]:
+    """The command prefix that runs a program in network namespace ``ns``.
+
+    nsenter enters only the network namespace. ``ip netns exec`` also makes a mount namespace and remounts /sys,
+    which fails where / is not a mount point (a chroot, some containers); nothing here needs that.
+    """
+    return ["nsenter", f"--net=/run/netns/{ns}"]
+
+
 def run(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    command = (["ip", "netns", "exec", ns] if ns else []) + list(args)
+    command = (enter(ns) if ns else []) + list(args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     if check and done.returncode != 0:
         raise TopologyError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -58,7 +67,7 @@ class Host:
     address: str
 
     def exec_prefix(self) -> list[str]:
-        return ["ip", "netns", "exec", self.name]
+        return enter(self.name)
 
 
 @dataclass
@@ -185,6 +194,6 @@ class Topology:
 
 def write_netns_wrapper(path: Path, host: Host, program: str) -> Path:
     """An executable that runs ``program`` with its arguments on ``host`` (for playwright's executable_path)."""
-    path.write_text(f'#!/bin/sh\nexec ip netns exec {host.name} {program} "$@"\n')
+    path.write_text(f'#!/bin/sh\nexec {" ".join(host.exec_prefix())} {program} "$@"\n')
     path.chmod(0o755)
     return path
