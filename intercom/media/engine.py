@@ -41,7 +41,7 @@ from .alsa import AlsaError, PcmConfig
 from .audio import AudioTap, MicrophoneTrack, SpeakerSink
 from .camera import Camera, CameraConfig, create_camera
 from .errors import MediaError
-from .ice import restrict_host_addresses, rtc_ice_servers
+from .ice import add_turn_relays, restrict_host_addresses, rtc_ice_servers
 from .playout import install_low_latency_audio
 from .sdp import bundled_candidates, candidate_from_matrix, local_stream_id, parse_sections, sending_codec
 from .settings import IceServer, LocalDescription, MediaSettings
@@ -73,6 +73,7 @@ class _Call:
     audio_tap: AudioTap | None = None
     speaker_task: asyncio.Task | None = None
     candidates_ended: bool = False
+    ice_servers: list = field(default_factory=list)  #: aiortc RTCIceServer objects the call was made with
     connected: bool = False
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -309,7 +310,7 @@ class MediaEngine:
             pc = RTCPeerConnection(configuration)
         except Exception as exc:
             raise MediaError(f"call {call_id}: bad ICE server list: {exc}") from exc
-        call = _Call(call_id=call_id, pc=pc)
+        call = _Call(call_id=call_id, pc=pc, ice_servers=list(configuration.iceServers or []))
         call.audio_tap = self._audio_tap(call_id) if self._audio_tap else None
         if self._settings.echo_cancellation:
             call.echo_canceller = create_echo_canceller(
@@ -375,6 +376,7 @@ class MediaEngine:
         """setLocalDescription (which gathers every candidate), then pick the video mode if this was the answer."""
         if self._settings.host_addresses is not None:
             restrict_host_addresses(call.pc, self._settings.host_addresses)
+        add_turn_relays(call.pc, call.ice_servers)
         if self._settings.own_audio_playout:
             for transceiver in call.pc.getTransceivers():
                 if transceiver.kind == "audio":

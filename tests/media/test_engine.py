@@ -271,3 +271,15 @@ def test_an_answer_with_candidates_only_in_the_bundle_tagged_section_gives_the_d
 
     wanted, known = asyncio.run(scenario())
     assert wanted and known == wanted
+
+
+def test_every_turn_uri_is_kept_for_relays_in_udp_tcp_tls_order():
+    from intercom.media.ice import turn_uris
+
+    servers = rtc_ice_servers([IceServer(urls=("turns:t.example:5349?transport=tcp", "turn:t.example:3478?transport=tcp",
+                                               "stun:s.example:3478", "turn:t.example:3478?transport=udp",
+                                               "turn:t.example:3478"), username="u", credential="p")])
+    found = turn_uris(servers)
+    assert [(u.transport, u.ssl) for u in found] == [("udp", False), ("tcp", False), ("tcp", True)]
+    assert all(u.username == "u" and u.password == "p" for u in found)
+    assert [u.local_preference for u in found] == sorted((u.local_preference for u in found), reverse=True)

@@ -113,3 +113,15 @@ def test_with_no_path_the_door_gives_up_within_connect_timeout_says_why_and_is_i
     text = next((n for n in notices if "could not connect" in n), None)
     assert text is not None and "no TURN server" in text, notices
     assert rig.door.process.poll() is None, "the door must keep running"
+
+
+def test_with_udp_blocked_on_both_networks_the_call_goes_through_turn_over_tcp(network, turn_homeserver, page_server,
+                                                                                door_rig, tmp_path):
+    """The homeserver lists TURN over UDP, TCP and TLS; aiortc alone takes only the first. With UDP blocked at
+    both routers only a TCP (or TLS) relay works, and the door must still gather it and connect."""
+    rig = door_rig(turn_homeserver)
+    with network.topology.block_udp("home"), network.topology.block_udp("carrier"):
+        result = asyncio.run(call_and_check_media(network, page_server, tmp_path, rig, door_calls=True))
+    pair = result["stats"].get("pair")
+    assert relayed(pair), f"media did not go through TURN: {pair}"
+    assert result["stats"]["video"]["frameWidth"] > 0

@@ -17,6 +17,7 @@ Needs root, iproute2 and iptables; everything made here is removed by :meth:`Top
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -166,6 +167,21 @@ class Topology:
             self.close()
             raise
         return self
+
+    def block_udp(self, router_role: str) -> contextlib.AbstractContextManager[None]:
+        """While inside: ``router_role`` forwards no UDP from its LAN (a hotel's or an office's firewall)."""
+        router = self.ns(router_role)
+        rule = ["FORWARD", "-i", "lan", "-o", "wan", "-p", "udp", "-j", "DROP"]
+
+        @contextlib.contextmanager
+        def blocked():
+            run("iptables", "-I", *rule, ns=router)
+            try:
+                yield
+            finally:
+                run("iptables", "-D", *rule, ns=router, check=False)
+
+        return blocked()
 
     # -- cleaning up ------------------------------------------------------------------------------------------
 
