@@ -149,6 +149,8 @@ class Service:
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
         self.had_turn = False  # whether the last call got TURN servers from the homeserver
+        self.turn_state = "unknown"  # "available" / "none", from the check at start
+        self._turn_check: asyncio.Future | None = None
 
         async def ice_servers() -> list[IceServer]:
             # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
@@ -186,12 +188,22 @@ class Service:
             self.notifier.ready(f"homeserver {self.config.matrix.homeserver} reached")
             self.ready.set()
             log.info("ready: homeserver reached")
+            self._turn_check = asyncio.ensure_future(self._check_turn())
             await self.matrix.run()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # e.g. the homeserver refused the door's password: retrying would not help
             log.error("Matrix stopped: %s (fix the config, then: systemctl restart intercom)", exc)
             self._set_fault("matrix", f"Matrix: {exc}")
+
+    async def _check_turn(self) -> None:
+        """Ask once at start whether the homeserver offers TURN; say plainly, once, what its absence means."""
+        self.had_turn = bool(await self.matrix.turn_servers())
+        self.turn_state = "available" if self.had_turn else "none"
+        if not self.had_turn:
+            log.warning("the homeserver offers no TURN server: calls with a phone outside the home network will "
+                        "often fail to connect. Ask the homeserver's admin to set up TURN (Synapse: turn_uris), "
+                        "or list STUN servers under [network] stun_servers in %s", self.config.path)
 
     async def _watchdog(self) -> None:
         """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service."""
@@ -246,6 +258,9 @@ class Service:
             "room_problem": core.room_problem(),
             "fault": core.fault,
             "relay_active": self.panel.relay_active,
+            "turn": self.turn_state,
+            "network_warning": None if self.turn_state != "none" else (
+                "the homeserver offers no TURN server: calls from outside the home network may fail"),
             "last_call": None if last is None else {
                 "summary": describe_call(last), "call_id": last.call_id, "direction": last.direction.value,
                 "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
@@ -278,6 +293,8 @@ class Service:
         if self.core.state is not CallState.IDLE:
             self.orchestrator.feed(HangupRequested())
         await self.orchestrator.flush(timeout=5)
+        if self._turn_check is not None:
+            tasks = [*tasks, self._turn_check]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -71,6 +71,8 @@ def _control(args: argparse.Namespace) -> int:
             print(f"room:       {reply['room_problem']}")
         if reply.get("fault"):
             print(f"attention:  {reply['fault']}")
+        if reply.get("network_warning"):
+            print(f"network:    {reply['network_warning']}")
         last = reply.get("last_call")
         print(f"last call:  {last['summary'] if last else 'none since start'}")
     return 0

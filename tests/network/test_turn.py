@@ -42,6 +42,7 @@ async def call_and_check_media(network, page_server, tmp_path, rig, *, door_call
         stats = await owner.live_media(call_id)
         status = await door_state(door, lambda s: s["call_state"] == "connected", "the door to be connected")
         assert status["call_id"] == call_id
+        assert status["turn"] == ("available" if rig.hs.turn_uris else "none"), status
         result = {"stats": stats, "connected": connected, "seconds": time.monotonic() - started}
         await owner.hangup(call_id)
         await door_state(door, lambda s: s["call_state"] == "idle", "the door to end the call")
@@ -113,6 +114,9 @@ def test_with_no_path_the_door_gives_up_within_connect_timeout_says_why_and_is_i
     text = next((n for n in notices if "could not connect" in n), None)
     assert text is not None and "no TURN server" in text, notices
     assert rig.door.process.poll() is None, "the door must keep running"
+    # Said once, plainly, at start: in the log and in intercom status.
+    assert idle["turn"] == "none" and "no TURN server" in idle["network_warning"], idle
+    assert rig.door.log_path.read_text().count("the homeserver offers no TURN server") == 1
 
 
 def test_with_udp_blocked_on_both_networks_the_call_goes_through_turn_over_tcp(network, turn_homeserver, page_server,
