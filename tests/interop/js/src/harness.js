@@ -585,6 +585,11 @@ export const H = {
         return log;
     },
 
+    /** The page clock (ms), for lining it up with the test process's clock. */
+    now() {
+        return now();
+    },
+
     /** How many RTCPeerConnections the page made (js-sdk's and the raw peer's). */
     connections() {
         return allConnections.length;
