@@ -28,6 +28,7 @@ from intercom.core import (
     CoreSettings,
     DoorCore,
     HangupRequested,
+    LocalCandidatesGathered,
 )
 from intercom.matrix import MatrixAdapter, MatrixSettings
 from intercom.media import IceServer, MediaEngine, MediaSettings
@@ -138,9 +139,11 @@ class Service:
                 orchestrator.feed_threadsafe(ButtonPressed())
 
         self.panel = FrontPanel(panel_pins(config), on_press, pin_factory=self.pin_factory)
-        self.media = MediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
-                                 on_state=lambda call_id, state: orchestrator and orchestrator.media_state(call_id,
-                                                                                                           state))
+        self.media = MediaEngine(
+            media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
+            on_state=lambda call_id, state: orchestrator and orchestrator.media_state(call_id, state),
+            on_candidates=lambda call_id, entries, complete: orchestrator and orchestrator.feed(
+                LocalCandidatesGathered(call_id=call_id, candidates=tuple(entries), complete=complete)))
         kind, secret = config.matrix.read_secret()
         self.matrix = MatrixAdapter(MatrixSettings(
             homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,

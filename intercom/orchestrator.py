@@ -260,10 +260,12 @@ class Orchestrator:
             match action:
                 case PrepareOffer():
                     desc = await self._media.create_offer(call_id, await self._ice_servers())
-                    return LocalOfferReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                    return LocalOfferReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id,
+                                           candidates_complete=desc.candidates_complete)
                 case PrepareAnswer(offer_sdp=sdp):
                     desc = await self._media.create_answer(call_id, sdp, await self._ice_servers())
-                    return LocalAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                    return LocalAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id,
+                                            candidates_complete=desc.candidates_complete)
                 case PrepareNegotiationAnswer(offer_sdp=sdp):
                     desc = await self._media.answer_renegotiation(call_id, sdp)
                     return NegotiationAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)

@@ -34,6 +34,7 @@ from .events import (
     HangupRequested,
     HomeserverConnectionChanged,
     LocalAnswerReady,
+    LocalCandidatesGathered,
     LocalOfferReady,
     MediaFailed,
     MediaState,

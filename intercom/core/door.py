@@ -53,6 +53,7 @@ from .events import (
     HangupRequested,
     HomeserverConnectionChanged,
     LocalAnswerReady,
+    LocalCandidatesGathered,
     LocalOfferReady,
     MediaFailed,
     MediaState,
@@ -236,6 +237,8 @@ class DoorCore:
                 self._on_answer_ready(event, now, out)
             case NegotiationAnswerReady():
                 self._on_negotiation_ready(event, out)
+            case LocalCandidatesGathered():
+                self._on_local_candidates(event, out)
             case MediaStateChanged():
                 self._on_media_state(event, now, out)
             case MediaFailed():
@@ -329,7 +332,8 @@ class DoorCore:
         self._send(out, messages.INVITE, messages.invite_content(
             call.call_id, s.party_id, sdp=event.sdp, stream_id=event.stream_id,
             lifetime_ms=int(s.timings.invite_lifetime * 1000), invitee=s.owner))
-        self._send(out, messages.CANDIDATES, messages.end_of_candidates_content(call.call_id, s.party_id))
+        if event.candidates_complete:
+            self._send(out, messages.CANDIDATES, messages.end_of_candidates_content(call.call_id, s.party_id))
 
     def _on_answer_ready(self, event: LocalAnswerReady, now: float, out: list[Action]) -> None:
         call = self._current(event.call_id, CallState.ANSWERING)
@@ -339,9 +343,21 @@ class DoorCore:
         self._move(CallState.CONNECTING, now, s.timings.connect_timeout)
         self._send(out, messages.ANSWER, messages.answer_content(
             call.call_id, s.party_id, sdp=event.sdp, stream_id=event.stream_id))
-        self._send(out, messages.CANDIDATES, messages.end_of_candidates_content(call.call_id, s.party_id))
+        if event.candidates_complete:
+            self._send(out, messages.CANDIDATES, messages.end_of_candidates_content(call.call_id, s.party_id))
         call.remote_ready = True
         self._flush_candidates(call, out)
+
+    def _on_local_candidates(self, event: LocalCandidatesGathered, out: list[Action]) -> None:
+        """Trickle: candidates found after our offer or answer went out follow it in ``m.call.candidates``."""
+        call = self._call
+        if call is None or call.call_id != event.call_id or call.state not in (
+                CallState.RINGING, CallState.CONNECTING, CallState.CONNECTED):
+            return out.append(Ignored(reason=f"local candidates for {event.call_id}, which is not a call in progress"))
+        if not event.candidates and not event.complete:
+            return
+        self._send(out, messages.CANDIDATES, messages.candidates_content(
+            call.call_id, self.settings.party_id, list(event.candidates), end=event.complete))
 
     def _on_negotiation_ready(self, event: NegotiationAnswerReady, out: list[Action]) -> None:
         call = self._call

@@ -76,20 +76,35 @@ class LocalOfferReady:
     """The media side prepared our offer for ``call_id`` (answers :class:`~intercom.core.actions.PrepareOffer`).
 
     ``stream_id`` is the msid stream id in the SDP, used as the ``sdp_stream_metadata`` key; ``None`` omits it.
+    ``candidates_complete`` False: more local candidates follow in :class:`LocalCandidatesGathered` (trickle), so
+    end-of-candidates is sent only then.
     """
 
     call_id: str
     sdp: str
     stream_id: str | None = None
+    candidates_complete: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocalAnswerReady:
-    """The media side prepared our answer (answers :class:`~intercom.core.actions.PrepareAnswer`)."""
+    """The media side prepared our answer (answers :class:`~intercom.core.actions.PrepareAnswer`); see
+    :class:`LocalOfferReady` for ``candidates_complete``."""
 
     call_id: str
     sdp: str
     stream_id: str | None = None
+    candidates_complete: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalCandidatesGathered:
+    """Local ICE candidates found after the offer or answer went out (server-reflexive, relay), as Matrix
+    ``m.call.candidates`` entries; ``complete``: gathering has finished (send end-of-candidates)."""
+
+    call_id: str
+    candidates: tuple[dict[str, Any], ...] = ()
+    complete: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +162,7 @@ Event = (
     | LocalOfferReady
     | LocalAnswerReady
     | NegotiationAnswerReady
+    | LocalCandidatesGathered
     | MediaStateChanged
     | MediaFailed
     | TimerDue

@@ -227,6 +227,12 @@ def end_of_candidates_content(call_id: str, party_id: str) -> dict[str, Any]:
     return {**_common(call_id, party_id), "candidates": [{"candidate": ""}]}
 
 
+def candidates_content(call_id: str, party_id: str, candidates: list[dict[str, Any]], *, end: bool) -> dict[str, Any]:
+    """Trickled local candidates (``candidate``, ``sdpMid``, ``sdpMLineIndex``), end-of-candidates last if ``end``."""
+    entries = [dict(c) for c in candidates] + ([{"candidate": ""}] if end else [])
+    return {**_common(call_id, party_id), "candidates": entries}
+
+
 def select_answer_content(call_id: str, party_id: str, *, selected_party_id: str) -> dict[str, Any]:
     return {**_common(call_id, party_id), "selected_party_id": selected_party_id}
 

@@ -41,7 +41,7 @@ from .alsa import AlsaError, PcmConfig
 from .audio import AudioTap, MicrophoneTrack, SpeakerSink
 from .camera import Camera, CameraConfig, create_camera
 from .errors import MediaError
-from .ice import add_turn_relays, restrict_host_addresses, rtc_ice_servers
+from .ice import Trickle, restrict_host_addresses, rtc_ice_servers
 from .playout import install_low_latency_audio
 from .sdp import bundled_candidates, candidate_from_matrix, local_stream_id, parse_sections, sending_codec
 from .settings import IceServer, LocalDescription, MediaSettings
@@ -51,6 +51,7 @@ from .video import CameraTrack, install_keyframe_hook
 logger = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, str], None]
+CandidatesCallback = Callable[[str, list, bool], None]
 CameraFactory = Callable[[str], "Camera | None"]
 RemoteVideoCallback = Callable[[str, MediaStreamTrack], None]
 AudioTapFactory = Callable[[str], "AudioTap | None"]
@@ -73,6 +74,7 @@ class _Call:
     audio_tap: AudioTap | None = None
     speaker_task: asyncio.Task | None = None
     candidates_ended: bool = False
+    trickle: Trickle | None = None
     ice_servers: list = field(default_factory=list)  #: aiortc RTCIceServer objects the call was made with
     connected: bool = False
     closing: bool = False
@@ -92,8 +94,12 @@ class MediaEngine:
         audio_tap: AudioTapFactory | None = None,
         video_codecs: Sequence[str] = VIDEO_CODECS,
         freeze_gc: bool = True,
+        on_candidates: CandidatesCallback | None = None,
     ) -> None:
         """
+        :param on_candidates: ``(call_id, entries, complete)``: local candidates found after the offer or answer
+            was returned (server-reflexive, relay), as ``m.call.candidates`` entries; ``complete`` once gathering
+            is over. Without it those candidates are not signalled (loopback tests need none).
         :param camera_factory: makes the camera for a call (by call id) instead of ``settings.camera``; tests and
             benchmarks pass instrumented cameras.
         :param on_remote_video: if given, the door also receives video and hands each remote video track to it
@@ -105,6 +111,7 @@ class MediaEngine:
         """
         self._settings = settings
         self._on_state = on_state
+        self._on_candidates = on_candidates
         self._camera_factory = camera_factory
         self._on_remote_video = on_remote_video
         self._audio_tap = audio_tap
@@ -205,6 +212,10 @@ class MediaEngine:
             if call.candidates_ended:
                 logger.info("call %s: ignoring a remote candidate after end-of-candidates", call_id)
                 continue
+            if candidate is None and call.trickle is not None and \
+                    call.trickle.end_of_remote_candidates(lambda: call.pc.addIceCandidate(None)):
+                call.candidates_ended = True  # passed on once our own gathering is over
+                continue
             try:
                 await call.pc.addIceCandidate(candidate)
             except Exception as exc:
@@ -250,8 +261,9 @@ class MediaEngine:
             except Exception as exc:
                 logger.warning("call %s: aiortc refused a candidate of the remote SDP: %s", call.call_id, exc)
         if complete and not call.candidates_ended:
-            await call.pc.addIceCandidate(None)
             call.candidates_ended = True
+            if call.trickle is None or not call.trickle.end_of_remote_candidates(lambda: call.pc.addIceCandidate(None)):
+                await call.pc.addIceCandidate(None)
 
     async def close(self, call_id: str) -> None:
         """End a call: close the connection, stop every thread, release the devices, then report ``closed``.
@@ -265,6 +277,8 @@ class MediaEngine:
             await call.closed.wait()
             return
         call.closing = True
+        if call.trickle is not None:
+            call.trickle.close()
         try:
             await call.pc.close()
         except Exception:
@@ -376,7 +390,10 @@ class MediaEngine:
         """setLocalDescription (which gathers every candidate), then pick the video mode if this was the answer."""
         if self._settings.host_addresses is not None:
             restrict_host_addresses(call.pc, self._settings.host_addresses)
-        add_turn_relays(call.pc, call.ice_servers)
+        if call.trickle is None:
+            call.trickle = Trickle(call.ice_servers, lambda entries, complete, _id=call.call_id:
+                                   self._report_candidates(_id, entries, complete))
+            call.trickle.install(call.pc)
         if self._settings.own_audio_playout:
             for transceiver in call.pc.getTransceivers():
                 if transceiver.kind == "audio":
@@ -387,7 +404,19 @@ class MediaEngine:
         sdp = call.pc.localDescription.sdp
         if description.type == "answer" and not renegotiation:
             self._choose_video_mode(call, sdp)
-        return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp))
+        complete = renegotiation or not call.trickle.pending
+        if not complete:
+            sdp = sdp.replace("a=end-of-candidates\r\n", "")  # more follow in m.call.candidates
+        call.trickle.release()
+        return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp), candidates_complete=complete)
+
+    def _report_candidates(self, call_id: str, entries: list[dict], complete: bool) -> None:
+        if self._on_candidates is None:
+            return
+        try:
+            self._on_candidates(call_id, entries, complete)
+        except Exception:
+            logger.exception("on_candidates(%s) raised", call_id)
 
     def _choose_video_mode(self, call: _Call, answer_sdp: str) -> None:
         """H.264 from the camera's encoder if H.264 goes out, else raw frames for aiortc's encoder (VP8)."""

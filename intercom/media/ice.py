@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+from aioice import mdns
 from aioice.candidate import candidate_priority
-from aioice.ice import StunProtocol, relayed_candidate
+from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_reflexive_candidate
 from aiortc import RTCIceServer, RTCPeerConnection
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
@@ -48,8 +53,8 @@ def rtc_ice_servers(servers: Sequence[IceServer]) -> list[RTCIceServer]:
 
 logger = logging.getLogger(__name__)
 
-#: How long a relay of the extra TURN URIs may take to allocate (aioice allows its own TURN server 5 s too).
-RELAY_TIMEOUT = 5.0
+#: How long STUN and TURN may take to give their candidates (aioice allows its own 5 s too).
+GATHER_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -88,51 +93,181 @@ def turn_uris(servers: Sequence[RTCIceServer]) -> list[TurnUri]:
     return found
 
 
-def add_turn_relays(pc: RTCPeerConnection, servers: Sequence[RTCIceServer]) -> None:
-    """Gather a relay candidate from *every* TURN URI, not only the first (aiortc's limit).
+class Trickle:
+    """Gathering that never holds up the offer or answer: host candidates at once, the rest trickled.
 
-    A homeserver lists TURN over UDP, TCP and TLS so that a phone or a door on a network that blocks UDP (hotel,
-    office, some carriers) still gets a relay. aiortc hands aioice only the first URI; without this, a blocked UDP
-    means no relay at all. Each extra relay is a protocol of the connection like aioice's own, so it is paired,
-    checked, refreshed and closed with it. Call after the transceivers exist and before ``setLocalDescription``.
+    aiortc gathers everything inside ``setLocalDescription`` (and a dead STUN or TURN server makes that wait for
+    aioice's 5 s timeout), so the invite would wait for the TURN allocation. Here each ICE connection gathers its
+    host candidates as usual, while the server-reflexive candidate (STUN) and one relay per TURN URI (aiortc alone
+    takes only the first, so a network that blocks UDP got no relay at all) are gathered in the background. Each
+    one that arrives joins the connection as aioice's own would (a relay's protocol is paired with the remote
+    candidates, checked, refreshed and closed with it) and is reported as a Matrix ``m.call.candidates`` entry.
+
+    ``report(entries, complete)`` is called only after :meth:`release` (once the offer or answer has been handed
+    on), so candidates never overtake the description they belong to. While gathering runs, the peer's
+    end-of-candidates is held back (:meth:`end_of_remote_candidates`): aioice would otherwise declare ICE failed
+    before a relay of ours that is still on its way.
     """
-    extra = turn_uris(servers)[1:]
-    if not extra:
-        return
-    for transceiver in pc.getTransceivers():
-        connection = transceiver.receiver.transport.transport.iceGatherer._connection
-        if getattr(connection, "_intercom_relays", False):
-            continue
+
+    def __init__(self, servers: Sequence[RTCIceServer], report: Callable[[list[dict], bool], None]) -> None:
+        self._servers = list(servers)
+        self._turn = turn_uris(self._servers)
+        self._report = report
+        self._tasks: set[asyncio.Task] = set()
+        self._running = 0  # connections still gathering in the background
+        self._released = False
+        self._buffer: list[tuple[Any, Any]] = []
+        self._complete = False
+        self._hold_remote_end: Callable[[], Awaitable[None]] | None = None
+        self.closed = False
+
+    @property
+    def pending(self) -> bool:
+        return self._running > 0
+
+    def install(self, pc: RTCPeerConnection) -> None:
+        """Wrap the gathering of each of ``pc``'s ICE connections. Call before ``setLocalDescription``."""
+        stun = next((uri for server in self._servers
+                     for uri in (server.urls if isinstance(server.urls, list) else [server.urls])
+                     if uri.startswith("stun:")), None)
+        stun_server = None
+        if stun is not None:
+            parsed = parse_stun_turn_uri(stun)
+            stun_server = (parsed["host"], parsed["port"])
+        for transceiver in pc.getTransceivers():
+            connection = transceiver.receiver.transport.transport.iceGatherer._connection
+            if getattr(connection, "_intercom_trickle", False):
+                continue
+            connection._intercom_trickle = True
+            self._wrap(connection, stun_server, transceiver)
+
+    def _wrap(self, connection: Any, stun_server: tuple[str, int] | None, transceiver: Any) -> None:
+        """``transceiver``: the first one on this connection; its mid and m-line index exist only once the local
+        description is set, so they are read when a candidate is reported."""
         original = connection.get_component_candidates
 
-        async def get_component_candidates(component, addresses, timeout=5, _original=original,
-                                           _connection=connection):
-            async def relay(uri: TurnUri):
-                candidate, protocol = await relayed_candidate(
-                    component=component, hide_related_address=False,
-                    protocol_factory=lambda: StunProtocol(_connection), turn_server=(uri.host, uri.port),
-                    turn_username=uri.username, turn_password=uri.password, turn_ssl=uri.ssl,
-                    turn_transport=uri.transport)
-                candidate.priority = candidate_priority(component, "relay", uri.local_preference)
-                return candidate, protocol
-
-            tasks = [asyncio.ensure_future(relay(uri)) for uri in extra]
-            candidates = await _original(component=component, addresses=addresses, timeout=timeout)
-            done, pending = await asyncio.wait(tasks, timeout=RELAY_TIMEOUT) if tasks else (set(), set())
-            for task in pending:
-                task.cancel()
-            for uri, task in zip(extra, tasks):
-                if task in done and task.exception() is None:
-                    candidate, protocol = task.result()
-                    candidates.append(candidate)
-                    _connection._protocols.append(protocol)
-                elif task in done:
-                    logger.info("no relay from TURN %s:%d (%s%s): %s", uri.host, uri.port, uri.transport,
-                                ", TLS" if uri.ssl else "", task.exception())
+        async def get_component_candidates(component, addresses, timeout=5):
+            saved = connection.stun_server, connection.turn_server
+            connection.stun_server = connection.turn_server = None  # host candidates only, right now
+            try:
+                candidates = await original(component=component, addresses=addresses, timeout=timeout)
+            finally:
+                connection.stun_server, connection.turn_server = saved
+            jobs = []
+            if stun_server is not None:
+                for protocol in list(connection._protocols):
+                    if protocol.local_candidate in candidates and \
+                            ipaddress.ip_address(protocol.local_candidate.host).version == 4:
+                        jobs.append(self._srflx(protocol, stun_server))
+            jobs += [self._relay(connection, component, uri) for uri in self._turn]
+            if jobs:
+                self._running += 1
+                task = asyncio.ensure_future(self._gather(connection, jobs, transceiver))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return candidates
 
         connection.get_component_candidates = get_component_candidates
-        connection._intercom_relays = True
+
+    @staticmethod
+    async def _srflx(protocol: Any, stun_server: tuple[str, int]) -> tuple[Any, None]:
+        candidate, _ = await server_reflexive_candidate(protocol, stun_server)
+        return candidate, None
+
+    @staticmethod
+    async def _relay(connection: Any, component: int, uri: TurnUri) -> tuple[Any, Any]:
+        candidate, protocol = await relayed_candidate(
+            component=component, hide_related_address=False, protocol_factory=lambda: StunProtocol(connection),
+            turn_server=(uri.host, uri.port), turn_username=uri.username, turn_password=uri.password,
+            turn_ssl=uri.ssl, turn_transport=uri.transport)
+        candidate.priority = candidate_priority(component, "relay", uri.local_preference)
+        return candidate, protocol
+
+    async def _gather(self, connection: Any, jobs: list, transceiver: Any) -> None:
+        tasks = [asyncio.ensure_future(job) for job in jobs]
+        try:
+            for next_done in asyncio.as_completed(tasks, timeout=GATHER_TIMEOUT):
+                try:
+                    candidate, protocol = await next_done
+                except asyncio.TimeoutError:
+                    raise
+                except Exception as exc:
+                    logger.info("a STUN or TURN server gave no candidate: %s", exc or type(exc).__name__)
+                    continue
+                await self._add(connection, candidate, protocol, transceiver)
+        except asyncio.TimeoutError:
+            logger.info("STUN/TURN gathering stopped after %.0f s", GATHER_TIMEOUT)
+        finally:
+            for task in tasks:
+                task.cancel()
+            self._running -= 1
+            if not self._running:
+                self._finished()
+
+    async def _add(self, connection: Any, candidate: Any, protocol: Any, transceiver: Any) -> None:
+        if self.closed or connection._closing:
+            if protocol is not None:
+                with contextlib.suppress(Exception):
+                    await protocol.close()
+            return
+        connection._local_candidates.append(candidate)
+        if protocol is not None:
+            connection._protocols.append(protocol)
+            for remote in connection._remote_candidates:
+                if mdns.is_mdns_hostname(remote.host):
+                    continue  # relaying to an mDNS candidate would reveal it to the TURN server
+                if candidate.can_pair_with(remote) and connection._find_pair(protocol, remote) is None:
+                    connection._check_list.append(CandidatePair(protocol, remote))
+            connection.sort_check_list()
+        self._emit([(candidate, transceiver)], False)
+
+    def _finished(self) -> None:
+        self._emit([], True)
+        hold, self._hold_remote_end = self._hold_remote_end, None
+        if hold is not None and not self.closed:
+            task = asyncio.ensure_future(hold())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _entries(found: list[tuple[Any, Any]]) -> list[dict]:
+        """Matrix ``m.call.candidates`` entries; made late, since the mids exist only once the description is set."""
+        return [{"candidate": "candidate:" + candidate.to_sdp(), "sdpMid": transceiver.mid,
+                 "sdpMLineIndex": transceiver._get_mline_index()} for candidate, transceiver in found]
+
+    def _emit(self, found: list[tuple[Any, Any]], complete: bool) -> None:
+        if not self._released:
+            self._buffer += found
+            self._complete = self._complete or complete
+            return
+        if found or complete:
+            self._report(self._entries(found), complete)
+
+    def release(self) -> None:
+        """The offer or answer has been handed on: report what was found so far, and from now on as it comes.
+        Runs the report on the next loop turn, after the caller has passed the description on."""
+        if self._released:
+            return
+        self._released = True
+
+        def flush() -> None:
+            found, complete, self._buffer = self._buffer, self._complete, []
+            if not self.closed and (found or complete):
+                self._report(self._entries(found), complete)
+
+        asyncio.get_running_loop().call_soon(flush)
+
+    def end_of_remote_candidates(self, add_end: Callable[[], Awaitable[None]]) -> bool:
+        """The peer signalled end-of-candidates. True: held until our gathering ends (``add_end`` runs then)."""
+        if not self.pending:
+            return False
+        self._hold_remote_end = add_end
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def restrict_host_addresses(pc: RTCPeerConnection, addresses: Sequence[str]) -> None:

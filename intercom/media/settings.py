@@ -26,10 +26,13 @@ class LocalDescription:
     """The local SDP of a call, ready to be sent in ``m.call.invite``/``answer``/``negotiate``."""
 
     sdp: str
-    "The complete SDP. aiortc does not trickle, so every local candidate is already in it."
+    "The SDP, with the host candidates (and whatever STUN/TURN gave before it was ready)."
     stream_id: str | None
     """The msid stream id of the local media (``a=msid:<stream> <track>``), the key to use for
     ``sdp_stream_metadata``; ``None`` when the SDP carries no local track (then leave the metadata out)."""
+    candidates_complete: bool = True
+    """False while STUN/TURN candidates are still being gathered: they follow through the engine's
+    ``on_candidates`` callback, and the SDP carries no end-of-candidates."""
 
 
 @dataclass(frozen=True)

@@ -212,3 +212,28 @@ def test_stale_offer_after_the_call_ended_is_closed_again():
     actions = core.handle(LocalOfferReady(call_id=prep.call_id, sdp=OFFER_SDP), 1.5)
     assert sends(actions) == []
     assert of(actions, CloseMedia) == [CloseMedia(call_id=prep.call_id)]
+
+
+def test_trickle_invite_goes_out_at_once_and_later_candidates_follow_it_with_end_of_candidates():
+    from intercom.core import LocalCandidatesGathered
+
+    core = make_core()
+    core.handle(ButtonPressed(), 1.0)
+    call_id = core.call_id
+    actions = core.handle(LocalOfferReady(call_id=call_id, sdp=OFFER_SDP, stream_id="stream0",
+                                          candidates_complete=False), 1.1)
+    # Only the invite: gathering (STUN, TURN) is still going on, so no end-of-candidates yet.
+    assert [s.event_type for s in sends(actions)] == ["m.call.invite"]
+    relay = {"candidate": "candidate:1 1 udp 16777215 198.51.100.7 50000 typ relay raddr 0.0.0.0 rport 9",
+             "sdpMid": "0", "sdpMLineIndex": 0}
+    (first,) = sends(core.handle(LocalCandidatesGathered(call_id=call_id, candidates=(relay,)), 1.2))
+    assert first.event_type == "m.call.candidates" and first.content["candidates"] == [relay]
+    assert first.content["party_id"] == DOOR_PARTY and first.content["call_id"] == call_id
+    (last,) = sends(core.handle(LocalCandidatesGathered(call_id=call_id, complete=True), 1.3))
+    assert last.content["candidates"] == [{"candidate": ""}]
+    # Nothing found and not finished: nothing to send.
+    assert sends(core.handle(LocalCandidatesGathered(call_id=call_id), 1.35)) == []
+    # After the call: nothing goes out for it.
+    core.handle(HangupRequested(), 1.4)
+    late = core.handle(LocalCandidatesGathered(call_id=call_id, candidates=(relay,), complete=True), 1.5)
+    assert sends(late) == [] and of(late, Ignored)

@@ -283,3 +283,41 @@ def test_every_turn_uri_is_kept_for_relays_in_udp_tcp_tls_order():
     assert [(u.transport, u.ssl) for u in found] == [("udp", False), ("tcp", False), ("tcp", True)]
     assert all(u.username == "u" and u.password == "p" for u in found)
     assert [u.local_preference for u in found] == sorted((u.local_preference for u in found), reverse=True)
+
+
+def test_a_silent_turn_server_never_holds_up_the_offer_and_gathering_ends_later(files, monkeypatch):
+    """Trickle: the offer comes with the host candidates while TURN is still being asked; its end-of-candidates
+    follows through on_candidates, never before the offer was handed on."""
+    import socket
+
+    from intercom.media import ice as ice_module
+
+    monkeypatch.setattr(ice_module, "GATHER_TIMEOUT", 1.0)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # takes the allocation request and never answers
+    reports = []
+
+    async def scenario():
+        door = MediaEngine(loopback_settings(files / "a_in.raw", files / "a_out.raw"), StateLog(),
+                           on_candidates=lambda call_id, entries, done: reports.append((call_id, entries, done)))
+        try:
+            server = IceServer(urls=(f"turn:127.0.0.1:{silent.getsockname()[1]}?transport=udp",), username="u",
+                               credential="p")
+            offer = await door.create_offer("c1", [server])
+            early = list(reports)
+            for _ in range(100):
+                if reports:
+                    break
+                await asyncio.sleep(0.05)
+            return offer, early
+        finally:
+            await door.close_all()
+
+    try:
+        offer, early = asyncio.run(scenario())
+    finally:
+        silent.close()
+    assert not offer.candidates_complete and "a=end-of-candidates" not in offer.sdp
+    assert re.findall(r"^a=candidate:.* typ host", offer.sdp, re.M)
+    assert early == []
+    assert reports == [("c1", [], True)]
