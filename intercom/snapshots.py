@@ -145,6 +145,13 @@ class Snapshots:
         if summary.outcome is Outcome.FAILED and summary.reason == "ice_failed":
             await self._matrix.send_notice(room_id, self._no_path_text(summary))
             return
+        if summary.outcome is Outcome.COMPLETED and summary.reason in ("ice_timeout", "ice_failed"):
+            at = time.strftime("%H:%M", time.localtime())
+            await self._matrix.send_notice(room_id, (
+                f"The call {'from' if summary.direction is Direction.OUTGOING else 'to'} the door was cut off at "
+                f"{at}: the connection to the phone was lost, for example because the phone changed networks "
+                "(Wi-Fi to mobile), which the door cannot follow yet. Call the door again."))
+            return
         if summary.direction is not Direction.OUTGOING or summary.outcome not in (Outcome.MISSED, Outcome.DECLINED):
             return
         at = time.strftime("%H:%M", time.localtime())

@@ -242,7 +242,8 @@ class MediaEngine:
         if [(s.kind, s.mid) for s in new] != [(s.kind, s.mid) for s in old]:
             raise MediaError(f"call {call_id}: the renegotiation changes the media sections, which aiortc cannot do")
         if {s.ice_ufrag for s in new} != {s.ice_ufrag for s in old}:
-            raise MediaError(f"call {call_id}: the renegotiation restarts ICE, which aiortc cannot do")
+            raise MediaError(f"call {call_id}: the renegotiation restarts ICE (the phone's network changed), which "
+                             "aiortc cannot do", hangup_reason="ice_timeout")
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await self._add_sdp_candidates(call, offer_sdp)

@@ -10,6 +10,7 @@ import pytest
 
 from ..interop.harness import open_browser
 from .conftest import phone_browser
+from .topology import CARRIER_LAN
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +130,44 @@ def test_with_udp_blocked_on_both_networks_the_call_goes_through_turn_over_tcp(n
     pair = result["stats"].get("pair")
     assert relayed(pair), f"media did not go through TURN: {pair}"
     assert result["stats"]["video"]["frameWidth"] > 0
+
+
+def test_when_the_phone_changes_networks_mid_call_the_door_ends_it_and_says_to_call_again(
+        network, turn_homeserver, page_server, door_rig, tmp_path):
+    """The owner's phone gets a new address mid-call (Wi-Fi to mobile): matrix-js-sdk restarts ICE with an
+    m.call.negotiate. The door cannot follow an ICE restart yet; it must end the call with an ICE reason, say in
+    the room that the call was cut off and to call again, and be idle and running afterwards."""
+    rig = door_rig(turn_homeserver)
+    host = network.phone_away
+    old_address = host.address
+
+    async def scenario():
+        installation = phone_browser(network, page_server, host, tmp_path / "chromium")
+        door = await asyncio.to_thread(rig.start)
+        async with open_browser(installation, tmp_path / "browser") as browser:
+            owner = await browser.client("owner")
+            await owner.start(rig.hs.url, rig.owner, loopback=False)
+            call_id = await owner.place(rig.room_id)
+            await owner.wait_state(call_id, "connected", timeout=30)
+            await owner.live_media(call_id)
+            network.topology.renumber(host, CARRIER_LAN, 3)
+            idle = await door_state(door, lambda s: s["call_state"] == "idle" and s["last_call"], "the call to end", 60)
+            ended = await owner.wait_state(call_id, "ended", timeout=40)
+            negotiated = await owner.events("m.call.negotiate")
+            return call_id, idle, ended, negotiated
+
+    try:
+        call_id, idle, ended, negotiated = asyncio.run(scenario())
+    finally:
+        network.topology.renumber(host, CARRIER_LAN, int(old_address.rsplit(".", 1)[1]))
+    last = idle["last_call"]
+    assert last["call_id"] == call_id and last["outcome"] == "completed", last
+    assert last["reason"] in ("ice_timeout", "ice_failed"), last
+    assert ended["hangupReason"] in ("ice_timeout", "ice_failed"), ended
+    notices = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("cut off" in n for n in notices):
+        notices = room_notices(rig.hs, rig.owner, rig.room_id)
+        time.sleep(0.2)
+    assert any("cut off" in n and "Call the door again" in n for n in notices), notices
+    assert rig.door.process.poll() is None

@@ -168,6 +168,15 @@ class Topology:
             raise
         return self
 
+    def renumber(self, host: Host, lan: str, number: int) -> None:
+        """The host gets a new address on its LAN (a phone moving to another access point): the old one goes, and
+        with it every socket bound to it."""
+        new = f"{lan}.{number}"
+        run("ip", "addr", "del", f"{host.address}/24", "dev", "eth0", ns=host.name)  # takes the routes with it
+        run("ip", "addr", "add", f"{new}/24", "dev", "eth0", ns=host.name)
+        run("ip", "route", "replace", "default", "via", f"{lan}.1", ns=host.name)
+        host.address = new
+
     def block_udp(self, router_role: str) -> contextlib.AbstractContextManager[None]:
         """While inside: ``router_role`` forwards no UDP from its LAN (a hotel's or an office's firewall)."""
         router = self.ns(router_role)
