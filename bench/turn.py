@@ -20,16 +20,12 @@ Needs root (network namespaces). Prints one JSON object.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import http.server
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,8 +35,8 @@ sys.path.insert(0, str(REPO))
 from _common import report  # noqa: E402
 from intercom.testbed.door import SimulatedDoor, write_config  # noqa: E402
 from intercom.testbed.synapse import Homeserver, ensure_synapse  # noqa: E402
-from tests.interop.conftest import DEBIAN_CHROMIUM, SETUP, _PageHandler  # noqa: E402
-from tests.interop.harness import DIST_DIR, Installation, open_browser  # noqa: E402
+from tests.interop.conftest import DEBIAN_CHROMIUM, SETUP, serve_pages  # noqa: E402
+from tests.interop.harness import Installation, open_browser  # noqa: E402
 from tests.network.conftest import (TURN_SECRET, DoorRig, Network, homeserver_on_the_internet,  # noqa: E402
                                     new_user, phone_browser)
 from tests.network.servers import Coturn, make_certificates  # noqa: E402
@@ -49,19 +45,6 @@ from tests.network.topology import CARRIER_LAN, HOME_LAN, SERVER, Topology, miss
 ROUNDS = 5
 TARGET_ADDED_MS = 150.0
 POLL = 0.02
-
-
-@contextlib.contextmanager
-def page_server(address: str):
-    server = http.server.ThreadingHTTPServer((address, 0), functools.partial(_PageHandler, directory=str(DIST_DIR)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{address}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def wait_connected(door: SimulatedDoor, timeout: float = 30.0) -> float:
@@ -113,7 +96,7 @@ async def run_calls(installation: Installation, door: SimulatedDoor, hs_url: str
 
 
 def loopback_run(work: Path, python: Path, chromium: str) -> dict[str, list[float]]:
-    with Homeserver(work / "synapse-loopback", synapse_python=python) as hs, page_server("127.0.0.1") as origin:
+    with Homeserver(work / "synapse-loopback", synapse_python=python) as hs, serve_pages("127.0.0.1") as origin:
         door_user, owner = new_user(hs, "door"), new_user(hs, "owner")
         room = hs.create_dm_room(owner.access_token, door_user.user_id)
         hs.join_room(door_user.access_token, room)
@@ -136,7 +119,7 @@ def turn_run(work: Path, python: Path) -> dict[str, list[float]]:
         coturn = Coturn(work / "coturn", SERVER, TURN_SECRET, network.certificates).start()
         try:
             with homeserver_on_the_internet(network, python, "synapse-turn", coturn.uris()) as hs, \
-                    page_server(SERVER) as origin:
+                    serve_pages(SERVER) as origin:
                 rig = DoorRig(hs, network, work / "door-turn")
                 door = rig.start()
                 try:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -67,14 +68,19 @@ def interop(pytestconfig: pytest.Config) -> Iterator[Installation]:
     if not (DIST_DIR / "harness.js").exists():
         pytest.fail("the interop setup finished but left no page bundle", pytrace=False)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_PageHandler,
-                                                                                  directory=str(DIST_DIR)))
+    with serve_pages("127.0.0.1") as origin:
+        yield Installation(chromium=chromium, page_url=f"{origin}/index.html")
+
+
+@contextlib.contextmanager
+def serve_pages(address: str) -> Iterator[str]:
+    """The built page (``js/dist``) over http on ``address``; yields the origin, e.g. ``http://127.0.0.1:PORT``."""
+    server = http.server.ThreadingHTTPServer((address, 0), functools.partial(_PageHandler, directory=str(DIST_DIR)))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="interop-pages", daemon=True)
     thread.start()
     try:
-        yield Installation(chromium=chromium,
-                           page_url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
+        yield f"http://{address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -8,14 +8,11 @@ Root only: without root (or without iproute2/iptables/coturn) every test here is
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import os
 import secrets
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +22,8 @@ import pytest
 from intercom.testbed.door import SimulatedDoor, write_config
 from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
-from ..interop.conftest import DEBIAN_CHROMIUM, SETUP, SETUP_TIMEOUT, User, _PageHandler
-from ..interop.harness import DIST_DIR, Installation
+from ..interop.conftest import DEBIAN_CHROMIUM, SETUP, SETUP_TIMEOUT, User, serve_pages
+from ..interop.harness import Installation
 from .servers import Certificates, Coturn, make_certificates
 from .topology import CARRIER_LAN, HOME_LAN, SERVER, Host, Topology, missing_tools, write_netns_wrapper
 
@@ -106,16 +103,8 @@ def page_server(pytestconfig, network: Network) -> Iterator[str]:
     if done.returncode != 0:
         pytest.fail(f"the interop harness could not be set up:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}",
                     pytrace=False)
-    server = http.server.ThreadingHTTPServer((SERVER, 0), functools.partial(_PageHandler, directory=str(DIST_DIR)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="network-pages", daemon=True)
-    thread.start()
-    try:
-        yield f"http://{SERVER}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve_pages(SERVER) as origin:
+        yield origin
 
 
 def phone_browser(network: Network, page_origin: str, host: Host, workdir: Path) -> Installation:
