@@ -192,6 +192,8 @@ class MediaEngine:
         try:
             await call.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
             await self._add_sdp_candidates(call, answer_sdp)
+            if call.trickle is not None:
+                call.trickle.open_relays(call.pc)
             self._choose_video_mode(call, answer_sdp)
         except Exception as exc:
             raise MediaError(f"call {call_id}: applying the answer failed: {exc}") from exc
@@ -223,6 +225,8 @@ class MediaEngine:
                 continue
             if candidate is None:
                 call.candidates_ended = True
+        if call.trickle is not None:
+            call.trickle.open_relays(call.pc)
 
     async def answer_renegotiation(self, call_id: str, offer_sdp: str) -> LocalDescription:
         """Answer an ``m.call.negotiate`` offer, if aiortc can: same media sections and ICE credentials.
