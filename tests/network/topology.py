@@ -179,18 +179,18 @@ class Topology:
 
     def block_udp(self, router_role: str) -> contextlib.AbstractContextManager[None]:
         """While inside: ``router_role`` forwards no UDP from its LAN (a hotel's or an office's firewall)."""
+        return self.block(router_role, "-p", "udp")
+
+    @contextlib.contextmanager
+    def block(self, router_role: str, *match: str):
+        """While inside: ``router_role`` drops what its LAN sends out that matches (iptables match arguments)."""
         router = self.ns(router_role)
-        rule = ["FORWARD", "-i", "lan", "-o", "wan", "-p", "udp", "-j", "DROP"]
-
-        @contextlib.contextmanager
-        def blocked():
-            run("iptables", "-I", *rule, ns=router)
-            try:
-                yield
-            finally:
-                run("iptables", "-D", *rule, ns=router, check=False)
-
-        return blocked()
+        rule = ["FORWARD", "-i", "lan", "-o", "wan", *match, "-j", "DROP"]
+        run("iptables", "-I", *rule, ns=router)
+        try:
+            yield
+        finally:
+            run("iptables", "-D", *rule, ns=router, check=False)
 
     # -- cleaning up ------------------------------------------------------------------------------------------
 
