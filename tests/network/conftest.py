@@ -94,6 +94,14 @@ def plain_homeserver(pytestconfig, network: Network) -> Iterator[Homeserver]:
 
 
 @pytest.fixture(scope="session")
+def dead_turn_homeserver(pytestconfig, network: Network) -> Iterator[Homeserver]:
+    """A homeserver that lists TURN on a port where nothing answers (its TURN server is down)."""
+    uris = [f"turn:{SERVER}:3479?transport=udp", f"turn:{SERVER}:3479?transport=tcp"]
+    with homeserver_on_the_internet(network, _synapse_python(pytestconfig), "synapse-dead-turn", uris) as hs:
+        yield hs
+
+
+@pytest.fixture(scope="session")
 def page_server(pytestconfig, network: Network) -> Iterator[str]:
     """The interop page, built by ``tests/interop/setup``, served from the server host; returns its URL."""
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")

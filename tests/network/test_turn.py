@@ -80,11 +80,14 @@ def room_notices(hs, user, room_id: str) -> list[str]:
             if e.get("type") == "m.room.message" and e["content"].get("msgtype") == "m.notice"]
 
 
+@pytest.mark.parametrize("turn", ["none", "down"])
 def test_with_no_path_the_door_gives_up_within_connect_timeout_says_why_and_is_idle_again(
-        network, plain_homeserver, page_server, door_rig, tmp_path):
-    """Both behind symmetric NATs and no TURN: no call can connect. The door must not hang: ice_failed within
-    connect_timeout, the error pattern, a notice that says why, then idle with nothing left running."""
-    rig = door_rig(plain_homeserver, extra="[calls]\nconnect_timeout = 5\n")
+        network, plain_homeserver, dead_turn_homeserver, page_server, door_rig, tmp_path, turn):
+    """Both behind symmetric NATs and no TURN (none offered, or its server down): no call can connect. The door
+    must not hang: ice_failed within connect_timeout, the error pattern, a notice that says why, then idle with
+    nothing left running."""
+    rig = door_rig(plain_homeserver if turn == "none" else dead_turn_homeserver,
+                   extra="[calls]\nconnect_timeout = 5\n")
 
     async def scenario():
         installation = phone_browser(network, page_server, network.phone_away, tmp_path / "chromium")
@@ -113,11 +116,15 @@ def test_with_no_path_the_door_gives_up_within_connect_timeout_says_why_and_is_i
         notices = room_notices(rig.hs, rig.owner, rig.room_id)
         time.sleep(0.2)
     text = next((n for n in notices if "could not connect" in n), None)
-    assert text is not None and "no TURN server" in text, notices
+    assert text is not None and ("no TURN server" if turn == "none" else "TURN server (is it running") in text, \
+        notices
     assert rig.door.process.poll() is None, "the door must keep running"
-    # Said once, plainly, at start: in the log and in intercom status.
-    assert idle["turn"] == "none" and "no TURN server" in idle["network_warning"], idle
-    assert rig.door.log_path.read_text().count("the homeserver offers no TURN server") == 1
+    if turn == "none":
+        # Said once, plainly, at start: in the log and in intercom status.
+        assert idle["turn"] == "none" and "no TURN server" in idle["network_warning"], idle
+        assert rig.door.log_path.read_text().count("the homeserver offers no TURN server") == 1
+    else:
+        assert idle["turn"] == "available" and idle["network_warning"] is None, idle
 
 
 def test_with_udp_blocked_on_both_networks_the_call_goes_through_turn_over_tcp(network, turn_homeserver, page_server,
