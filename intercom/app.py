@@ -151,22 +151,23 @@ class Service:
             on_event=lambda event: orchestrator and orchestrator.feed(event))
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
-        self.had_turn = False  # whether the last call got TURN servers from the homeserver
-        self.turn_state = "unknown"  # "available" / "none", from the check at start
+        #: Whether the homeserver offers TURN: "unknown" until the check at start, then "available" or "none",
+        #: renewed at every call.
+        self.turn_state = "unknown"
         self._turn_check: asyncio.Future | None = None
 
         async def ice_servers() -> list[IceServer]:
             # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
             turn = [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
                     for t in await self.matrix.turn_servers()]
-            self.had_turn = bool(turn)
+            self.turn_state = "available" if turn else "none"
             return turn + stun
 
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
                                    owner=config.matrix.owner, ring_pictures=config.camera.ring_picture,
                                    call_first=lambda: orchestrator.invite_sent(timeout=INVITE_BEFORE_PICTURE),
-                                   had_turn=lambda: self.had_turn)
+                                   had_turn=lambda: self.turn_state == "available")
 
         async def call_ended(summary) -> None:
             await self.snapshots.call_ended(config.matrix.room_id, summary)
@@ -201,9 +202,8 @@ class Service:
 
     async def _check_turn(self) -> None:
         """Ask once at start whether the homeserver offers TURN; say plainly, once, what its absence means."""
-        self.had_turn = bool(await self.matrix.turn_servers())
-        self.turn_state = "available" if self.had_turn else "none"
-        if not self.had_turn:
+        self.turn_state = "available" if await self.matrix.turn_servers() else "none"
+        if self.turn_state == "none":
             log.warning("the homeserver offers no TURN server: calls with a phone outside the home network will "
                         "often fail to connect. Ask the homeserver's admin to set up TURN (Synapse: turn_uris), "
                         "or list STUN servers under [network] stun_servers in %s", self.config.path)

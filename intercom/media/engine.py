@@ -214,17 +214,13 @@ class MediaEngine:
             if call.candidates_ended:
                 logger.info("call %s: ignoring a remote candidate after end-of-candidates", call_id)
                 continue
-            if candidate is None and call.trickle is not None and \
-                    call.trickle.end_of_remote_candidates(lambda: call.pc.addIceCandidate(None)):
-                call.candidates_ended = True  # passed on once our own gathering is over
+            if candidate is None:
+                await self._end_remote_candidates(call)
                 continue
             try:
                 await call.pc.addIceCandidate(candidate)
             except Exception as exc:
                 logger.warning("call %s: aiortc refused remote candidate %r: %s", call_id, entry, exc)
-                continue
-            if candidate is None:
-                call.candidates_ended = True
         if call.trickle is not None:
             call.trickle.open_relays(call.pc)
 
@@ -266,9 +262,16 @@ class MediaEngine:
             except Exception as exc:
                 logger.warning("call %s: aiortc refused a candidate of the remote SDP: %s", call.call_id, exc)
         if complete and not call.candidates_ended:
-            call.candidates_ended = True
-            if call.trickle is None or not call.trickle.end_of_remote_candidates(lambda: call.pc.addIceCandidate(None)):
+            await self._end_remote_candidates(call)
+
+    async def _end_remote_candidates(self, call: _Call) -> None:
+        """The peer's end-of-candidates: to aiortc now, or once our own gathering is over (see ``Trickle``)."""
+        call.candidates_ended = True
+        if call.trickle is None or not call.trickle.end_of_remote_candidates(lambda: call.pc.addIceCandidate(None)):
+            try:
                 await call.pc.addIceCandidate(None)
+            except Exception as exc:
+                logger.warning("call %s: aiortc refused end-of-candidates: %s", call.call_id, exc)
 
     async def close(self, call_id: str) -> None:
         """End a call: close the connection, stop every thread, release the devices, then report ``closed``.

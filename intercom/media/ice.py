@@ -14,7 +14,7 @@ from typing import Any
 
 from aioice import mdns
 from aioice.candidate import candidate_priority
-from aioice.ice import CandidatePair, StunProtocol, relayed_candidate, server_reflexive_candidate
+from aioice.ice import StunProtocol, relayed_candidate, server_reflexive_candidate
 from aiortc import RTCIceServer, RTCPeerConnection
 from aiortc.rtcicetransport import parse_stun_turn_uri
 
@@ -110,8 +110,7 @@ class Trickle:
     """
 
     def __init__(self, servers: Sequence[RTCIceServer], report: Callable[[list[dict], bool], None]) -> None:
-        self._servers = list(servers)
-        self._turn = turn_uris(self._servers)
+        self._turn = turn_uris(servers)
         self._report = report
         self._tasks: set[asyncio.Task] = set()
         self._running = 0  # connections still gathering in the background
@@ -127,27 +126,21 @@ class Trickle:
 
     def install(self, pc: RTCPeerConnection) -> None:
         """Wrap the gathering of each of ``pc``'s ICE connections. Call before ``setLocalDescription``."""
-        stun = next((uri for server in self._servers
-                     for uri in (server.urls if isinstance(server.urls, list) else [server.urls])
-                     if uri.startswith("stun:")), None)
-        stun_server = None
-        if stun is not None:
-            parsed = parse_stun_turn_uri(stun)
-            stun_server = (parsed["host"], parsed["port"])
         for transceiver in pc.getTransceivers():
             connection = transceiver.receiver.transport.transport.iceGatherer._connection
             if getattr(connection, "_intercom_trickle", False):
                 continue
             connection._intercom_trickle = True
-            self._wrap(connection, stun_server, transceiver)
+            self._wrap(connection, transceiver)
 
-    def _wrap(self, connection: Any, stun_server: tuple[str, int] | None, transceiver: Any) -> None:
+    def _wrap(self, connection: Any, transceiver: Any) -> None:
         """``transceiver``: the first one on this connection; its mid and m-line index exist only once the local
         description is set, so they are read when a candidate is reported."""
         original = connection.get_component_candidates
 
         async def get_component_candidates(component, addresses, timeout=5):
-            saved = connection.stun_server, connection.turn_server
+            saved = connection.stun_server, connection.turn_server  # as aiortc configured them
+            stun_server = connection.stun_server
             connection.stun_server = connection.turn_server = None  # host candidates only, right now
             try:
                 candidates = await original(component=component, addresses=addresses, timeout=timeout)
@@ -213,11 +206,8 @@ class Trickle:
         connection._local_candidates.append(candidate)
         if protocol is not None:
             connection._protocols.append(protocol)
-            for remote in connection._remote_candidates:
-                if mdns.is_mdns_hostname(remote.host):
-                    continue  # relaying to an mDNS candidate would reveal it to the TURN server
-                if candidate.can_pair_with(remote) and connection._find_pair(protocol, remote) is None:
-                    connection._check_list.append(CandidatePair(protocol, remote))
+            for remote in connection._remote_candidates:  # aioice's own pairing, which now sees the new relay
+                connection._pair_remote_candidate(remote)
             connection.sort_check_list()
             self._open(connection, protocol)
         self._emit([(candidate, transceiver)], False)
