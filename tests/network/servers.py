@@ -21,6 +21,19 @@ class Certificates:
     key: Path
     bundle: Path  # the machine's CA bundle plus the test CA, for SSL_CERT_FILE
 
+    def spki_sha256(self) -> str:
+        """Base64 SHA-256 of the server certificate's public key, as Chromium's
+        ``--ignore-certificate-errors-spki-list`` takes it (trusts that one key, and nothing else)."""
+        import base64
+        import hashlib
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        key = x509.load_pem_x509_certificate(self.cert.read_bytes()).public_key()
+        der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
 
 def make_certificates(directory: Path, address: str) -> Certificates:
     from cryptography import x509

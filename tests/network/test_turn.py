@@ -180,9 +180,6 @@ def test_when_the_phone_changes_networks_mid_call_the_door_ends_it_and_says_to_c
     assert rig.door.process.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="Chromium's TURN-over-TLS client does not trust the tests' own CA: coturn logs "
-                   "its TLS sessions failing, while the door's TLS allocation succeeds; needs the CA in Chromium's "
-                   "certificate store (next step of issue 13)")
 def test_with_only_tls_to_the_turn_server_open_the_call_goes_through_turns(network, turn_homeserver, page_server,
                                                                            door_rig, tmp_path):
     """Only TCP port 5349 gets out of both networks (UDP and TURN's port 3478 dropped): turns: is the last way."""
