@@ -149,8 +149,8 @@ class Snapshots:
             at = time.strftime("%H:%M", time.localtime())
             await self._matrix.send_notice(room_id, (
                 f"The call {'from' if summary.direction is Direction.OUTGOING else 'to'} the door was cut off at "
-                f"{at}: the connection to the phone was lost, for example because the phone changed networks "
-                "(Wi-Fi to mobile), which the door cannot follow yet. Call the door again."))
+                f"{at}: the connection to the phone was lost and could not be restored (for example, the phone "
+                "moved to a network with no path to the door). Call the door again."))
             return
         if summary.direction is not Direction.OUTGOING or summary.outcome not in (Outcome.MISSED, Outcome.DECLINED):
             return

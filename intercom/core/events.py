@@ -135,7 +135,7 @@ class MediaStateChanged:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaFailed:
     """A media operation for ``call_id`` failed (camera, microphone, SDP the media side could not use...).
-    ``reason``: the hangup reason the media side suggests (``ice_timeout`` for an ICE restart it cannot follow)."""
+    ``reason``: the hangup reason the media side suggests (``ice_timeout`` when media was lost mid-call)."""
 
     call_id: str
     detail: str = ""

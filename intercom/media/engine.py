@@ -43,7 +43,9 @@ from .camera import Camera, CameraConfig, create_camera
 from .errors import MediaError
 from .ice import Trickle, restrict_host_addresses, rtc_ice_servers
 from .playout import install_low_latency_audio
-from .sdp import bundled_candidates, candidate_from_matrix, local_stream_id, parse_sections, sending_codec
+from .restart import IceRestart
+from .sdp import (bundled_candidates, candidate_from_matrix, local_stream_id, parse_sections, remote_ice_parameters,
+                  sending_codec)
 from .settings import IceServer, LocalDescription, MediaSettings
 from .still import Still, take_still
 from .video import CameraTrack, install_keyframe_hook
@@ -75,6 +77,7 @@ class _Call:
     speaker_task: asyncio.Task | None = None
     candidates_ended: bool = False
     trickle: Trickle | None = None
+    restart: IceRestart | None = None  #: the latest ICE restart (the peer's network changed)
     ice_servers: list = field(default_factory=list)  #: aiortc RTCIceServer objects the call was made with
     connected: bool = False
     closing: bool = False
@@ -225,10 +228,11 @@ class MediaEngine:
             call.trickle.open_relays(call.pc)
 
     async def answer_renegotiation(self, call_id: str, offer_sdp: str) -> LocalDescription:
-        """Answer an ``m.call.negotiate`` offer, if aiortc can: same media sections and ICE credentials.
+        """Answer an ``m.call.negotiate`` offer, if aiortc can: the same media sections.
 
         Hold and resume only change directions, which aiortc answers. An ICE restart (new ufrag, what js-sdk sends
-        after a network change) or added/removed sections are beyond aiortc 1.16 and raise :class:`MediaError`.
+        after a network change) gets a new ICE agent under the same call (:meth:`_restart_ice`). Added or removed
+        sections are beyond aiortc 1.16 and raise :class:`MediaError`.
         """
         call = self._call(call_id)
         pc = call.pc
@@ -241,17 +245,52 @@ class MediaEngine:
             raise MediaError(f"call {call_id}: the renegotiation offer is not valid SDP: {exc}") from exc
         if [(s.kind, s.mid) for s in new] != [(s.kind, s.mid) for s in old]:
             raise MediaError(f"call {call_id}: the renegotiation changes the media sections, which aiortc cannot do")
-        if {s.ice_ufrag for s in new} != {s.ice_ufrag for s in old}:
-            raise MediaError(f"call {call_id}: the renegotiation restarts ICE (the phone's network changed), which "
-                             "aiortc cannot do", hangup_reason="ice_timeout")
+        restarting = {s.ice_ufrag for s in new} != {s.ice_ufrag for s in old}
         try:
+            remote_ice = remote_ice_parameters(offer_sdp)
+        except ValueError as exc:
+            raise MediaError(f"call {call_id}: the renegotiation offer is not valid SDP: {exc}") from exc
+        try:
+            if restarting:
+                await self._restart_ice(call)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await self._add_sdp_candidates(call, offer_sdp)
-            return await self._set_local(call, await pc.createAnswer(), renegotiation=True)
+            answer = await self._set_local(call, await pc.createAnswer(), renegotiation=True)
+            if restarting:
+                call.restart.start(remote_ice, lambda ok, _call=call: self._restart_done(_call, ok))
+            return answer
         except MediaError:
             raise
         except Exception as exc:
             raise MediaError(f"call {call_id}: answering the renegotiation failed: {exc}") from exc
+
+    async def _restart_ice(self, call: _Call) -> None:
+        """The phone restarts ICE (its network changed): a new ICE agent under the same call (see ``restart.py``).
+
+        Until it connects the call counts as disconnected, so the core's reconnect grace bounds the wait.
+        """
+        logger.info("call %s: the peer restarts ICE; gathering afresh under the same call", call.call_id)
+        self._report(call.call_id, "disconnected")
+        if call.restart is not None:
+            call.restart.abandon()
+        if call.trickle is not None:
+            call.trickle.close()
+        call.trickle = self._make_trickle(call)
+        call.candidates_ended = False
+        transport = call.pc.getTransceivers()[0].receiver.transport.transport
+
+        def prepare() -> None:
+            if self._settings.host_addresses is not None:
+                restrict_host_addresses(call.pc, self._settings.host_addresses)
+            call.trickle.install(call.pc)
+
+        call.restart = await IceRestart.begin(transport, prepare)
+
+    def _restart_done(self, call: _Call, connected: bool) -> None:
+        if call.closing:
+            return
+        logger.info("call %s: ICE restart %s", call.call_id, "connected" if connected else "found no path")
+        self._report(call.call_id, "connected" if connected else "failed")
 
     async def _add_sdp_candidates(self, call: _Call, remote_sdp: str) -> None:
         """The remote SDP's candidates, given to the bundle's transport (see :func:`.sdp.bundled_candidates`)."""
@@ -287,10 +326,14 @@ class MediaEngine:
         call.closing = True
         if call.trickle is not None:
             call.trickle.close()
+        if call.restart is not None:
+            call.restart.abandon()
         try:
             await call.pc.close()
         except Exception:
             logger.exception("call %s: closing the peer connection failed", call_id)
+        if call.restart is not None:
+            await call.restart.close()
         if call.speaker_task is not None:
             await asyncio.gather(call.speaker_task, return_exceptions=True)
         for part in (call.speaker, call.microphone, call.camera_track):
@@ -399,8 +442,7 @@ class MediaEngine:
         if self._settings.host_addresses is not None:
             restrict_host_addresses(call.pc, self._settings.host_addresses)
         if call.trickle is None:
-            call.trickle = Trickle(call.ice_servers, lambda entries, complete, _id=call.call_id:
-                                   self._report_candidates(_id, entries, complete))
+            call.trickle = self._make_trickle(call)
             call.trickle.install(call.pc)
         if self._settings.own_audio_playout:
             for transceiver in call.pc.getTransceivers():
@@ -412,11 +454,15 @@ class MediaEngine:
         sdp = call.pc.localDescription.sdp
         if description.type == "answer" and not renegotiation:
             self._choose_video_mode(call, sdp)
-        complete = renegotiation or not call.trickle.pending
+        complete = not call.trickle.pending
         if not complete:
             sdp = sdp.replace("a=end-of-candidates\r\n", "")  # more follow in m.call.candidates
         call.trickle.release()
         return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp), candidates_complete=complete)
+
+    def _make_trickle(self, call: _Call) -> Trickle:
+        return Trickle(call.ice_servers, lambda entries, complete, _id=call.call_id:
+                       self._report_candidates(_id, entries, complete))
 
     def _report_candidates(self, call_id: str, entries: list[dict], complete: bool) -> None:
         if self._on_candidates is None:

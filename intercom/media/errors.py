@@ -8,7 +8,7 @@ class MediaError(Exception):
     can turn any media failure into a hangup without knowing aiortc's, PyAV's or ALSA's exceptions. The message
     says what failed (which call, which step) and chains the original exception as ``__cause__``.
     ``hangup_reason``, when set, is the Matrix hangup reason that describes the failure best (e.g. ``ice_timeout``
-    for an ICE restart the door cannot follow).
+    when media was lost mid-call).
     """
 
     def __init__(self, message: str = "", *, hangup_reason: str | None = None) -> None:

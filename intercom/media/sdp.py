@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiortc import RTCIceCandidate
+from aiortc import RTCIceCandidate, RTCIceParameters
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 
@@ -62,15 +62,32 @@ def bundled_candidates(sdp: str) -> tuple[list[RTCIceCandidate], bool]:
     description = SessionDescription.parse(sdp)
     if not description.media:
         return [], False
-    bundle = next((group for group in description.group if group.semantic == "BUNDLE" and group.items), None)
-    tag = bundle.items[0] if bundle else description.media[0].rtp.muxId
-    index = next((i for i, media in enumerate(description.media) if media.rtp.muxId == tag), 0)
+    index = _bundle_index(description)
+    tag = description.media[index].rtp.muxId
     candidates = []
     for media in description.media:
         for candidate in media.ice_candidates:
             candidate.sdpMid, candidate.sdpMLineIndex = tag, index
             candidates.append(candidate)
     return candidates, any(media.ice_candidates_complete for media in description.media)
+
+
+def _bundle_index(description: SessionDescription) -> int:
+    """The index of the BUNDLE-tagged section (the first one without BUNDLE); the description has media."""
+    bundle = next((group for group in description.group if group.semantic == "BUNDLE" and group.items), None)
+    tag = bundle.items[0] if bundle else description.media[0].rtp.muxId
+    return next((i for i, media in enumerate(description.media) if media.rtp.muxId == tag), 0)
+
+
+def remote_ice_parameters(sdp: str) -> RTCIceParameters:
+    """The ICE ufrag, pwd and lite flag of the bundle's transport (the tagged section's); ValueError if none."""
+    description = SessionDescription.parse(sdp)
+    if not description.media:
+        raise ValueError("the SDP has no media section")
+    ice = description.media[_bundle_index(description)].ice
+    if ice is None or not ice.usernameFragment or not ice.password:
+        raise ValueError("the SDP's bundled section has no ICE ufrag and pwd")
+    return ice
 
 
 def local_stream_id(sdp: str) -> str | None:

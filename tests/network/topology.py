@@ -170,9 +170,12 @@ class Topology:
 
     def renumber(self, host: Host, lan: str, number: int) -> None:
         """The host gets a new address on its LAN (a phone moving to another access point): the old one goes, and
-        with it every socket bound to it."""
+        with it every socket bound to it. Linux alone leaves such sockets waiting for their timeouts (a browser's
+        long-poll sync would hang for minutes); a phone's OS destroys them when the address goes (Android's netd
+        does, with SOCK_DESTROY), which is what ``ss -K`` does here."""
         new = f"{lan}.{number}"
         run("ip", "addr", "del", f"{host.address}/24", "dev", "eth0", ns=host.name)  # takes the routes with it
+        run("ss", "-K", "src", host.address, ns=host.name)
         run("ip", "addr", "add", f"{new}/24", "dev", "eth0", ns=host.name)
         run("ip", "route", "replace", "default", "via", f"{lan}.1", ns=host.name)
         host.address = new
