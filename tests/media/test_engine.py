@@ -1,6 +1,7 @@
 """MediaEngine's contract with the orchestrator: SDP shaping, candidates, renegotiation, errors, close."""
 
 import asyncio
+import contextlib
 import logging
 import re
 
@@ -198,13 +199,23 @@ def test_bad_sdp_and_duplicate_calls_raise_media_error_and_leave_nothing_open(fi
     assert events.count(("c2", "closed")) == 1
 
 
+@contextlib.asynccontextmanager
+async def _door_call(files):
+    """A connected call "c1" between a phone engine (receiving video) and a door engine with a camera."""
+    log_a, log_b = StateLog(), StateLog()
+    phone = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
+    door = _engine(files, "b", log_b, camera="synthetic")
+    try:
+        await connect(phone, log_a, door, log_b, "c1")
+        yield phone, door, log_b
+    finally:
+        await phone.close_all()
+        await door.close_all()
+
+
 def test_renegotiation_hold_is_answered_and_new_sections_are_refused(files):
     async def scenario():
-        log_a, log_b = StateLog(), StateLog()
-        phone = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
-        door = _engine(files, "b", log_b, camera="synthetic")
-        try:
-            await connect(phone, log_a, door, log_b, "c1")
+        async with _door_call(files) as (phone, door, _):
             pc = peer_connection(phone, "c1")
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "inactive"  # what a hold looks like
@@ -218,9 +229,6 @@ def test_renegotiation_hold_is_answered_and_new_sections_are_refused(files):
             with pytest.raises(MediaError, match="media sections"):
                 await door.answer_renegotiation("c1", fewer)
             return answer
-        finally:
-            await phone.close_all()
-            await door.close_all()
 
     answer = asyncio.run(scenario())
     assert _directions(answer.sdp) == {"audio": "inactive", "video": "inactive"}
@@ -241,11 +249,7 @@ async def _inbound_packets(pc):
 
 def test_an_ice_restart_gets_new_credentials_and_media_moves_to_the_new_path_under_the_same_call(files):
     async def scenario():
-        log_a, log_b = StateLog(), StateLog()
-        phone = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
-        door = _engine(files, "b", log_b, camera="synthetic")
-        try:
-            await connect(phone, log_a, door, log_b, "c1")
+        async with _door_call(files) as (phone, door, log_b):
             door_pc = peer_connection(door, "c1")
             door_ice = door_pc.getTransceivers()[0].receiver.transport.transport
             first = door_ice._connection
@@ -270,17 +274,45 @@ def test_an_ice_restart_gets_new_credentials_and_media_moves_to_the_new_path_und
             before = await _inbound_packets(pc)
             await asyncio.sleep(0.5)
             after = await _inbound_packets(pc)
-            return offer, answer, before, after
-        finally:
-            restart.abandon()
-            await phone.close_all()
-            await restart.close()
-            await door.close_all()
+        await restart.close()  # the phone's side, which the engine does not own here
+        return offer, answer, before, after
 
     offer, answer, before, after = asyncio.run(scenario())
     ufrag = lambda sdp: re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)  # noqa: E731
     assert ufrag(answer.sdp) != ufrag(offer)
     assert answer.candidates_complete and "a=candidate:" in answer.sdp
+    assert after > before, (before, after)
+
+
+def test_a_second_ice_restart_before_the_first_connected_replaces_it(files):
+    """The phone changes networks twice in a row: the first restart never connects, the second one does."""
+    async def scenario():
+        async with _door_call(files) as (phone, door, log_b):
+            door_ice = peer_connection(door, "c1").getTransceivers()[0].receiver.transport.transport
+            _, _, first_restart, first_offer = await _restart_offer(phone, "c1")
+            await door.answer_renegotiation("c1", first_offer)  # its answer never reaches the phone
+            abandoned = door_ice._connection
+            pc, _, restart, offer = await _restart_offer(phone, "c1")
+            answer = await door.answer_renegotiation("c1", offer)
+            await pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+            for candidate in bundled_candidates(answer.sdp)[0]:
+                await pc.addIceCandidate(candidate)
+            restart.start(remote_ice_parameters(answer.sdp), lambda ok: None)
+            for _ in range(200):
+                if log_b.events.count(("c1", "connected")) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            before = await _inbound_packets(pc)
+            await asyncio.sleep(0.5)
+            after = await _inbound_packets(pc)
+            result = log_b.events[:], abandoned._closed, door_ice._connection is not abandoned, before, after
+        await restart.close()
+        await first_restart.close()
+        return result
+
+    events, abandoned_closed, replaced, before, after = asyncio.run(scenario())
+    assert events == [("c1", "connected"), ("c1", "disconnected"), ("c1", "disconnected"), ("c1", "connected")]
+    assert abandoned_closed and replaced
     assert after > before, (before, after)
 
 
@@ -290,11 +322,7 @@ def test_an_ice_restart_that_finds_no_path_reports_failed_and_closes_cleanly(fil
     monkeypatch.setattr(aioice.stun, "RETRY_MAX", 1)
 
     async def scenario():
-        log_a, log_b = StateLog(), StateLog()
-        phone = _engine(files, "a", log_a, on_remote_video=lambda call_id, track: None)
-        door = _engine(files, "b", log_b, camera="synthetic")
-        try:
-            await connect(phone, log_a, door, log_b, "c1")
+        async with _door_call(files) as (phone, door, log_b):
             _, _, restart, offer = await _restart_offer(phone, "c1")
             # Every check of the new paths fails: the phone's new agent answers the door's checks with 401, as the
             # door signs them with a password the phone never gave.
@@ -303,12 +331,8 @@ def test_an_ice_restart_that_finds_no_path_reports_failed_and_closes_cleanly(fil
             await door.add_remote_candidates("c1", [{"candidate": ""}])
             await log_b.wait("c1", "failed")
             await door.close("c1")
-            return log_b.events
-        finally:
-            restart.abandon()
-            await phone.close_all()
-            await restart.close()
-            await door.close_all()
+        await restart.close()
+        return log_b.events
 
     events = asyncio.run(scenario())
     assert events == [("c1", "connected"), ("c1", "disconnected"), ("c1", "failed"), ("c1", "closed")], events

@@ -4,6 +4,7 @@ call code) in Chromium behind a carrier's symmetric NAT, and the homeserver's TU
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -24,6 +25,31 @@ def relayed(pair: dict | None) -> bool:
     return bool(pair) and ("relay" in (pair.get("local") or "") or "relay" in (pair.get("remote") or ""))
 
 
+async def start_call(rig, door, owner, *, door_calls: bool) -> str:
+    """A visitor presses the button and the owner answers, or the owner calls the door; returns the call id."""
+    if door_calls:
+        await asyncio.to_thread(door.press)
+        ringing = await owner.wait_incoming(timeout=30)
+        await owner.answer(ringing["callId"])
+        return ringing["callId"]
+    return await owner.place(rig.room_id)
+
+
+@contextlib.asynccontextmanager
+async def call_in_progress(network, page_server, tmp_path, rig, host, *, door_calls: bool):
+    """The door running, the owner's phone on ``host`` and a call between them with live media:
+    yields (door, owner, call_id)."""
+    installation = phone_browser(network, page_server, host, tmp_path / "chromium")
+    door = await asyncio.to_thread(rig.start)
+    async with open_browser(installation, tmp_path / "browser") as browser:
+        owner = await browser.client("owner")
+        await owner.start(rig.hs.url, rig.owner, loopback=False)
+        call_id = await start_call(rig, door, owner, door_calls=door_calls)
+        await owner.wait_state(call_id, "connected", timeout=30)
+        await owner.live_media(call_id)
+        yield door, owner, call_id
+
+
 async def call_and_check_media(network, page_server, tmp_path, rig, *, door_calls: bool, host=None) -> dict:
     host = host or network.phone_away
     installation = phone_browser(network, page_server, host, tmp_path / "chromium")
@@ -32,13 +58,7 @@ async def call_and_check_media(network, page_server, tmp_path, rig, *, door_call
         owner = await browser.client("owner")
         await owner.start(rig.hs.url, rig.owner, loopback=False)
         started = time.monotonic()
-        if door_calls:
-            await asyncio.to_thread(door.press)
-            ringing = await owner.wait_incoming(timeout=30)
-            call_id = ringing["callId"]
-            await owner.answer(call_id)
-        else:
-            call_id = await owner.place(rig.room_id)
+        call_id = await start_call(rig, door, owner, door_calls=door_calls)
         connected = await owner.wait_state(call_id, "connected", timeout=30)
         stats = await owner.live_media(call_id)
         status = await door_state(door, lambda s: s["call_state"] == "connected", "the door to be connected")
@@ -150,19 +170,8 @@ def test_when_the_phone_changes_networks_mid_call_the_call_goes_on(network, turn
     old_address = host.address
 
     async def scenario():
-        installation = phone_browser(network, page_server, host, tmp_path / "chromium")
-        door = await asyncio.to_thread(rig.start)
-        async with open_browser(installation, tmp_path / "browser") as browser:
-            owner = await browser.client("owner")
-            await owner.start(rig.hs.url, rig.owner, loopback=False)
-            if door_calls:
-                await asyncio.to_thread(door.press)
-                call_id = (await owner.wait_incoming(timeout=30))["callId"]
-                await owner.answer(call_id)
-            else:
-                call_id = await owner.place(rig.room_id)
-            await owner.wait_state(call_id, "connected", timeout=30)
-            await owner.live_media(call_id)
+        async with call_in_progress(network, page_server, tmp_path, rig, host, door_calls=door_calls) as \
+                (door, owner, call_id):
             before = await owner.stats(call_id)
             moved = time.monotonic()
             network.topology.renumber(host, CARRIER_LAN, 3)
@@ -210,14 +219,8 @@ def test_when_the_phone_moves_to_a_network_with_no_path_the_door_ends_the_call_a
     topology = network.topology
 
     async def scenario():
-        installation = phone_browser(network, page_server, host, tmp_path / "chromium")
-        door = await asyncio.to_thread(rig.start)
-        async with open_browser(installation, tmp_path / "browser") as browser:
-            owner = await browser.client("owner")
-            await owner.start(rig.hs.url, rig.owner, loopback=False)
-            call_id = await owner.place(rig.room_id)
-            await owner.wait_state(call_id, "connected", timeout=30)
-            await owner.live_media(call_id)
+        async with call_in_progress(network, page_server, tmp_path, rig, host, door_calls=False) as \
+                (door, owner, call_id):
             with topology.block_udp("carrier"), topology.block("carrier", "-p", "tcp", "--dport", "3478"), \
                     topology.block("carrier", "-p", "tcp", "--dport", "5349"):
                 topology.renumber(host, CARRIER_LAN, 3)
