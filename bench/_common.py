@@ -12,13 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from intercom.media.testing import ALSA_FILE_CONFIG as ALSA_TEST_CONFIG  # noqa: E402
-from intercom.media.testing import use_alsa_test_config  # noqa: E402
+from intercom_dev.media import ALSA_FILE_CONFIG as ALSA_TEST_CONFIG  # noqa: E402
+from intercom_dev.media import use_alsa_file_devices  # noqa: E402
 
 
 def setup() -> Path:
     """Use the file-backed ALSA devices; returns a fresh directory for recordings."""
-    use_alsa_test_config(ALSA_TEST_CONFIG)
+    use_alsa_file_devices(ALSA_TEST_CONFIG)
     return Path(tempfile.mkdtemp(prefix="intercom-bench-"))
 
 

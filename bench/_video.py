@@ -30,7 +30,7 @@ from intercom.media import MediaEngine, measure
 from intercom.media.camera import Camera, CameraConfig
 from intercom.media.h264 import X264Encoder
 from intercom.media.synthetic import SCENE_FRAMES, SyntheticCamera, make_scene, draw_frame_counter
-from intercom.media.testing import FrameLog, StateLog, loopback_settings, use_alsa_test_config, write_raw
+from intercom_dev.media import FrameLog, StateLog, loopback_settings, use_alsa_file_devices, write_raw
 
 LOOP = 60
 "Frames in a replayed loop: one keyframe interval at 30 fps."
@@ -132,7 +132,7 @@ class RawReplayCamera(_ReplayCamera):
 
 def _door_process(conn, mode: str, width: int, height: int, fps: int, warmup: float, window: float, directory: str):
     """The sender: offer, answer over the pipe, media for warmup + window seconds; reports CPU and capture times."""
-    use_alsa_test_config(ALSA_TEST_CONFIG)
+    use_alsa_file_devices(ALSA_TEST_CONFIG)
     directory = Path(directory)
     captures: dict[int, list[float]] = {}
 

@@ -21,7 +21,7 @@ import numpy as np
 from _common import median, report, setup
 
 from intercom.media import MediaEngine, measure
-from intercom.media.testing import RecordingTap, StateLog, connect, loopback_settings, timeline, write_raw
+from intercom_dev.media import RecordingTap, StateLog, connect, loopback_settings, timeline, write_raw
 
 RATE = 48000
 LEAD = 1.5

@@ -31,9 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from intercom.app import Service  # noqa: E402
 from intercom.service.config import load_config  # noqa: E402
-from intercom.testbed.door import SimulatedDoor, write_config  # noqa: E402
-from intercom.testbed.phone import Phone  # noqa: E402
-from intercom.testbed.synapse import Homeserver  # noqa: E402
+from intercom_dev.testbed.door import SimulatedDoor, write_config  # noqa: E402
+from intercom_dev.testbed.phone import Phone  # noqa: E402
+from intercom_dev.testbed.synapse import Homeserver  # noqa: E402
 
 PRESSES = 20
 PICTURE_PRESSES = 100

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from _common import report  # noqa: E402
-from intercom.testbed.door import SimulatedDoor, write_config  # noqa: E402
-from intercom.testbed.synapse import Homeserver, ensure_synapse  # noqa: E402
+from intercom_dev.testbed.door import SimulatedDoor, write_config  # noqa: E402
+from intercom_dev.testbed.synapse import Homeserver, ensure_synapse  # noqa: E402
 from tests.interop.conftest import DEBIAN_CHROMIUM, SETUP, serve_pages  # noqa: E402
 from tests.interop.harness import Installation, open_browser  # noqa: E402
 from tests.network.conftest import (TURN_SECRET, DoorRig, Network, homeserver_on_the_internet,  # noqa: E402

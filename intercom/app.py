@@ -89,7 +89,7 @@ def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
     """The simulated microphone: a recording of a visitor (a speech-like warble), and ALSA pointed at the files."""
     import numpy as np
 
-    from intercom.media.testing import use_alsa_test_config
+    from intercom.media.filedevices import use_alsa_file_devices
 
     sim_dir.mkdir(parents=True, exist_ok=True)
     mic = sim_dir / "microphone.raw"
@@ -100,7 +100,7 @@ def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
         syllables = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
         wave = np.sin(2 * np.pi * np.cumsum(pitch) / rate) * syllables * 0.3
         mic.write_bytes((wave * 32767).astype("<i2").tobytes())
-    use_alsa_test_config()
+    use_alsa_file_devices()
 
 
 def _random_party_id() -> str:

@@ -1,4 +1,4 @@
-"""The ``intercom`` command: run the service, press the button, ask its status, run the demo, check a config."""
+"""The ``intercom`` command: run the service, press the button, ask its status, check a config."""
 
 from __future__ import annotations
 
@@ -27,9 +27,6 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--socket", default=default_socket_path(), help="control socket path")
         cmd.add_argument("--json", action="store_true", help="print the raw JSON reply")
-
-    demo = sub.add_parser("demo", help="show a doorbell press becoming a call, on simulated hardware")
-    demo.add_argument("--keep", action="store_true", help="keep the logs and files of the run")
 
     check = sub.add_parser("check-config", help="validate a config file and explain every problem")
     check.add_argument("file", help="config file (TOML)")
@@ -85,10 +82,6 @@ def main(argv: list[str] | None = None) -> int:
             from intercom.service.config import check_config_main
 
             return check_config_main(args.file, sys.stdout)
-        if args.command == "demo":
-            from intercom.demo import main as demo_main
-
-            return demo_main(keep=args.keep)
         if args.command == "run":
             return _run(args)
         return _control(args)

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests against a real Synapse on 127.0.0.1 (see :mod:`intercom.testbed.synapse`).
+"""Fixtures for integration tests against a real Synapse on 127.0.0.1 (see :mod:`intercom_dev.testbed.synapse`).
 
 - ``homeserver``: one Synapse for the whole session (starting one costs about a second; installing it, the first
   time on a machine, about half a minute). Tests share it, so each test makes its own users and rooms.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
 TURN_URIS = ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
 TURN_SHARED_SECRET = "intercom-test-turn-secret"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from intercom.app import Service
 from intercom.service.config import load_config
-from intercom.testbed.door import write_config
-from intercom.testbed.phone import Phone
+from intercom_dev.testbed.door import write_config
+from intercom_dev.testbed.phone import Phone
 
 
 class Setup:

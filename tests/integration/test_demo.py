@@ -1,4 +1,4 @@
-"""The README's first command: `intercom demo` (what `bash scripts/demo` runs after installing)."""
+"""The README's first command: the demo (what `bash scripts/demo` runs after installing)."""
 
 import re
 import subprocess
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_a_press_becoming_a_call_with_media_and_the_owner_calling_in(synapse_python):
-    result = subprocess.run([sys.executable, "-m", "intercom.cli", "demo"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "intercom_dev.demo"], capture_output=True, text=True,
                             timeout=300)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr

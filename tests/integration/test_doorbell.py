@@ -1,7 +1,7 @@
 """The doorbell end to end: the real service on simulated hardware, a real Synapse, a scripted owner's phone.
 
 The door runs in this process (``intercom.app.Service`` with ``simulate=True``) so that its mock GPIO pins can be
-read; the phone is matrix-nio plus a plain aiortc peer (``intercom.testbed.phone``).
+read; the phone is matrix-nio plus a plain aiortc peer (``intercom_dev.testbed.phone``).
 """
 
 from __future__ import annotations

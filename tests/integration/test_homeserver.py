@@ -1,4 +1,4 @@
-"""The local test homeserver (intercom.testbed.synapse) against a real Synapse.
+"""The local test homeserver (intercom_dev.testbed.synapse) against a real Synapse.
 
 Most tests share the session's ``homeserver``; only the stop and command-line tests start servers of their own,
 because they end them.
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from nio import AsyncClient, LoginResponse, SyncResponse
 
-from intercom.testbed import synapse
-from intercom.testbed.synapse import Homeserver, MatrixAPIError, SynapseInstallError
+from intercom_dev.testbed import synapse
+from intercom_dev.testbed.synapse import Homeserver, MatrixAPIError, SynapseInstallError
 
 
 # -- without a server ----------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_stop_ends_the_process_and_closes_the_port(synapse_python: Path, tmp_pat
 def test_command_line_starts_a_detached_server_that_later_commands_find(synapse_python: Path, tmp_path: Path) -> None:
     def cli(*args: str) -> tuple[int, dict]:
         result = subprocess.run(
-            [sys.executable, "-m", "intercom.testbed.synapse", *args, "--data-dir", str(tmp_path)],
+            [sys.executable, "-m", "intercom_dev.testbed.synapse", *args, "--data-dir", str(tmp_path)],
             capture_output=True, text=True, timeout=90, env=os.environ,
         )
         assert "Traceback" not in result.stderr, result.stderr

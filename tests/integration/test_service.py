@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from intercom.testbed.door import SimulatedDoor, write_config
+from intercom_dev.testbed.door import SimulatedDoor, write_config
 
 pytestmark = pytest.mark.integration
 

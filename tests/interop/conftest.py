@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
 from .harness import DIST_DIR, HERE, Installation
 

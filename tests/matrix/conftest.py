@@ -1,4 +1,4 @@
-"""Fixtures for the Matrix adapter's tests: real Synapse servers from :mod:`intercom.testbed.synapse`.
+"""Fixtures for the Matrix adapter's tests: real Synapse servers from :mod:`intercom_dev.testbed.synapse`.
 
 The servers are this directory's own (the fixtures in ``tests/integration`` are not visible here); one plain and
 one with TURN for the whole session, shared by the tests, which register fresh users each.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
 #: Deliberately not in the order the door should use them (UDP first, then TCP, then TLS).
 TURN_URIS = ["turns:127.0.0.1:5349?transport=tcp", "turn:127.0.0.1:3478?transport=tcp",

@@ -25,7 +25,7 @@ from nio import BadEvent, Event
 
 from intercom.core import AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged
 from intercom.matrix import MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
-from intercom.testbed.synapse import Homeserver
+from intercom_dev.testbed.synapse import Homeserver
 
 from .conftest import TURN_SHARED_SECRET, TURN_URIS, User
 from .harness import Door, Phone, run, wait_until

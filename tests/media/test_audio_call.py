@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from intercom.media import measure
-from intercom.media.testing import timeline, two_way_call_in_fresh_process
+from intercom_dev.media import timeline, two_way_call_in_fresh_process
 
 RATE = 48000
 SECONDS = 3.0

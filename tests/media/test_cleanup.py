@@ -6,8 +6,8 @@ import os
 import threading
 
 from intercom.media import MediaEngine
-from intercom.media.measure import pad, tone
-from intercom.media.testing import FrameLog, StateLog, connect, loopback_settings, write_raw
+from intercom_dev.measure import pad, tone
+from intercom_dev.media import FrameLog, StateLog, connect, loopback_settings, write_raw
 
 CALLS = 20
 

@@ -11,10 +11,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from intercom.media import IceServer, MediaEngine, MediaError
 from intercom.media.ice import restrict_host_addresses, rtc_ice_servers
-from intercom.media.measure import pad, tone
+from intercom_dev.measure import pad, tone
 from intercom.media.restart import IceRestart
 from intercom.media.sdp import bundled_candidates, parse_sections, remote_ice_parameters, sending_codec
-from intercom.media.testing import StateLog, connect, loopback_settings, peer_connection, write_raw
+from intercom_dev.media import StateLog, connect, loopback_settings, peer_connection, write_raw
 
 
 @pytest.fixture

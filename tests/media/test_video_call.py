@@ -5,8 +5,8 @@ import asyncio
 
 from intercom.media import MediaEngine
 from intercom.media import sdp
-from intercom.media.testing import FrameLog, StateLog, connect, loopback_settings, peer_connection, write_raw
-from intercom.media.measure import pad, tone
+from intercom_dev.media import FrameLog, StateLog, connect, loopback_settings, peer_connection, write_raw
+from intercom_dev.measure import pad, tone
 
 
 def _engines(tmp_path, door_settings=None, viewer_codecs=("H264", "VP8")):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from intercom.testbed.door import SimulatedDoor, write_config
-from intercom.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+from intercom_dev.testbed.door import SimulatedDoor, write_config
+from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
 from ..interop.conftest import DEBIAN_CHROMIUM, SETUP, SETUP_TIMEOUT, User, serve_pages
 from ..interop.harness import Installation

@@ -18,10 +18,10 @@ Design choices, each for a reason:
 
 Command line (for scripts and humans)::
 
-    python -m intercom.testbed.synapse start    [--data-dir DIR] [--port N] [--turn-uri URI ...] [--turn-secret S]
-    python -m intercom.testbed.synapse register [--data-dir DIR] LOCALPART PASSWORD [--admin]
-    python -m intercom.testbed.synapse status   [--data-dir DIR]
-    python -m intercom.testbed.synapse stop     [--data-dir DIR]
+    python -m intercom_dev.testbed.synapse start    [--data-dir DIR] [--port N] [--turn-uri URI ...] [--turn-secret S]
+    python -m intercom_dev.testbed.synapse register [--data-dir DIR] LOCALPART PASSWORD [--admin]
+    python -m intercom_dev.testbed.synapse status   [--data-dir DIR]
+    python -m intercom_dev.testbed.synapse stop     [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -600,7 +600,7 @@ def _new_signing_key() -> str:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m intercom.testbed.synapse",
+        prog="python -m intercom_dev.testbed.synapse",
         description="A local Synapse homeserver on 127.0.0.1 for tests and the demo (installed on first use).",
     )
     sub = parser.add_subparsers(dest="command", required=True)

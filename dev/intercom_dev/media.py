@@ -3,11 +3,9 @@
 Shared by the tests and the benchmarks, which must build their peers exactly the way the door does (through
 :class:`~intercom.media.engine.MediaEngine`), only with files for sound devices and 127.0.0.1 for a network.
 
-The ALSA side needs the file-device configuration shipped with the package (:data:`ALSA_FILE_CONFIG`, also used by
-``intercom run --simulate``), which defines two PCMs taking a file name as argument: ``intercom_file_mic:IN="in.raw"``
-reads a raw s16le recording as the microphone and ``intercom_file_speaker:OUT="out.raw"`` writes what the speaker
-plays. :func:`use_alsa_test_config` must run before
-the process opens its first ALSA device.
+The sound devices are the runtime's file-backed ALSA PCMs (:mod:`intercom.media.filedevices`, also used by
+``intercom run --simulate``); :func:`~intercom.media.filedevices.use_alsa_file_devices` must run before the process
+opens its first ALSA device.
 """
 
 from __future__ import annotations
@@ -21,25 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import MediaEngine
-from .settings import MediaSettings
-
-STOCK_ALSA_CONFIG = "/usr/share/alsa/alsa.conf"
-#: The one definition of the file-backed ALSA devices (tests, benchmarks, ``intercom run --simulate``).
-ALSA_FILE_CONFIG = Path(__file__).resolve().parent.parent / "data" / "asound-files.conf"
-
-
-def use_alsa_test_config(config: Path = ALSA_FILE_CONFIG) -> None:
-    """Make libasound load ``config`` after its stock configuration (ALSA_CONFIG_PATH is a colon list)."""
-    os.environ["ALSA_CONFIG_PATH"] = f"{STOCK_ALSA_CONFIG}:{config}"
-
-
-def mic_device(path: Path) -> str:
-    return f'intercom_file_mic:IN="{path}"'
-
-
-def speaker_device(path: Path) -> str:
-    return f'intercom_file_speaker:OUT="{path}"'
+from intercom.media.engine import MediaEngine
+from intercom.media.filedevices import (  # noqa: F401 - the tests' and benchmarks' one import for media
+    ALSA_FILE_CONFIG, mic_device, speaker_device, use_alsa_file_devices)
+from intercom.media.settings import MediaSettings
 
 
 def write_raw(path: Path, samples: np.ndarray) -> None:
@@ -151,7 +134,7 @@ class FrameLog:
 
         from aiortc.mediastreams import MediaStreamError
 
-        from .synthetic import read_frame_counter
+        from intercom.media.synthetic import read_frame_counter
 
         try:
             while True:

@@ -1,4 +1,4 @@
-"""``intercom demo``: a doorbell press becoming a call with real media, on simulated hardware.
+"""The demo (``bash scripts/demo``): a doorbell press becoming a call with real media, on simulated hardware.
 
 It starts a local Synapse (installed into a cached virtualenv on first use), creates the door's and the owner's
 accounts and their two-person room, runs the door exactly as a user would (``intercom run --simulate``: mock GPIO,
@@ -20,9 +20,9 @@ from typing import TextIO
 
 import numpy as np
 
-from intercom.testbed.door import SimulatedDoor, write_config
-from intercom.testbed.phone import Phone
-from intercom.testbed.synapse import Homeserver
+from intercom_dev.testbed.door import SimulatedDoor, write_config
+from intercom_dev.testbed.phone import Phone
+from intercom_dev.testbed.synapse import Homeserver
 
 MEDIA_SECONDS = 4.0
 
@@ -158,3 +158,16 @@ def main(out: TextIO = sys.stdout, keep: bool = False) -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bash scripts/demo",
+                                     description="show a doorbell press becoming a call, on simulated hardware")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and files of the run")
+    return main(keep=parser.parse_args(argv).keep)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
