@@ -9,4 +9,10 @@ from __future__ import annotations
 
 
 class IntercomError(Exception):
-    """Base class for errors whose message is meant for the person running the intercom."""
+    """Base class for errors whose message is meant for the person running the intercom.
+
+    Every error the project raises derives from it and also from the builtin it is a kind of (as gpiozero's
+    errors do), so callers may catch either: ``ConfigError`` is a ``ValueError``, ``ControlError`` a
+    ``ConnectionError``, ``AlsaError`` an ``OSError``, ``MediaError``, ``MatrixError``, ``PanelError`` and the
+    core's ``LocalCallError`` are ``RuntimeError``s, and ``MalformedCallEvent`` is a ``ValueError``.
+    """

@@ -6,10 +6,12 @@ exception the core raises is :class:`LocalCallError`, which means our own code a
 
 from __future__ import annotations
 
+from ..errors import IntercomError
 
-class LocalCallError(RuntimeError):
+
+class LocalCallError(IntercomError, RuntimeError):
     """Our own code broke a rule of the call core (a bug, never the peer's doing)."""
 
 
-class MalformedCallEvent(ValueError):
+class MalformedCallEvent(IntercomError, ValueError):
     """A received ``m.call.*`` content cannot be used; the message says why. Turned into ``Ignored``."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from intercom.errors import IntercomError
 
 
-class MatrixError(IntercomError):
+class MatrixError(IntercomError, RuntimeError):
     """The Matrix adapter cannot go on without a change to its settings or credentials."""
 
 

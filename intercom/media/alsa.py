@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import IntercomError
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_WIDTH = 2
@@ -47,7 +49,7 @@ class PcmConfig:
         return self.period_frames / self.rate
 
 
-class AlsaError(Exception):
+class AlsaError(IntercomError, OSError):
     """An ALSA device could not be opened or failed while running."""
 
 

@@ -1,7 +1,9 @@
 """The one exception type the media layer lets out."""
 
+from ..errors import IntercomError
 
-class MediaError(Exception):
+
+class MediaError(IntercomError, RuntimeError):
     """A media operation failed; the caller should end the call.
 
     Every public coroutine of :class:`~intercom.media.engine.MediaEngine` raises only this type, so the orchestrator

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import IntercomError
 
 
-class PanelError(IntercomError):
+class PanelError(IntercomError, RuntimeError):
     """Error raised when the button, LEDs or relay cannot be used; the message names the pin or package and the fix.
 
     Raised while setting the panel up (a pin library that is missing or cannot start, a pin that is busy or does

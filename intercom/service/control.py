@@ -25,7 +25,7 @@ MAX_REQUEST = 256
 Handler = Callable[[str], Awaitable[dict[str, Any]]]
 
 
-class ControlError(IntercomError):
+class ControlError(IntercomError, ConnectionError):
     """The control socket could not be reached or answered nonsense."""
 
 
