@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from intercom.core import (
@@ -86,17 +85,6 @@ IceServerSource = Callable[[], Awaitable[Sequence[Any]]]
 SnapshotPoster = Callable[[str, str], Awaitable[Any]]
 #: Told about every finished call (notices); optional.
 CallEndedHook = Callable[[CallSummary], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class Timeline:
-    """First moments of the current/last call, for status and the demo (loop time, seconds)."""
-
-    pressed: float | None = None
-    invite_sent: float | None = None
-    answered: float | None = None
-    connected: float | None = None
-    ended: float | None = None
 
 
 class Orchestrator:

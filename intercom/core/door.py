@@ -213,7 +213,7 @@ class DoorCore:
         except Exception as exc:  # a bug in the core: end the call, keep the service
             out.append(Ignored(reason=f"internal error handling {type(event).__name__}: {exc!r}"))
             if self._call is not None:
-                self._force_end(now, out)
+                self._force_end(now, out, f"internal error handling {type(event).__name__}")
         self._update_leds(now, out)
         return out
 
@@ -647,14 +647,21 @@ class DoorCore:
         self._remember_finished(call.call_id)
         self._result = (OUTCOME_LEDS[outcome], now + s.timings.ended_display)
 
-    def _force_end(self, now: float, out: list[Action]) -> None:
-        """End the call after an internal error, without trusting the state it was left in."""
+    def _force_end(self, now: float, out: list[Action], detail: str) -> None:
+        """End the call after an internal error, without trusting the state it was left in (no transition
+        check), but with everything a normal end has: hangup, media closed, ``CallEnded`` for the last-call record
+        and the notices, the error pattern."""
         call, self._call = self._call, None
         if call is None:
             return
         self._send(out, messages.HANGUP, messages.hangup_content(call.call_id, self.settings.party_id,
                                                                  reason="unknown_error"))
         out.append(CloseMedia(call_id=call.call_id))
+        out.append(CallEnded(summary=CallSummary(
+            call_id=call.call_id, direction=call.direction, peer=self.settings.owner,
+            outcome=Outcome.COMPLETED if call.connected_at is not None else Outcome.FAILED, reason="unknown_error",
+            detail=detail, started_at=call.started_at, connected_at=call.connected_at, ended_at=now)))
+        self._last_call_ended = now
         self._remember_finished(call.call_id)
         self._result = (LedState.ERROR, now + self.settings.timings.ended_display)
 

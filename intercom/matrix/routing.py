@@ -18,7 +18,7 @@ Why this needs care:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from intercom.core import CallEventReceived, RoomMembersChanged, TextMessageReceived
@@ -143,13 +143,3 @@ def describe(event: CallEventReceived) -> str:
     if event.age_ms is not None:
         parts.append(f"age {event.age_ms} ms")
     return ", ".join(parts)
-
-
-def call_events(pairs: Iterable[tuple[str, Any, Mapping[str, Any] | None]]) -> list[CallEventReceived]:
-    """:func:`to_core_event` over ``(room_id, event, envelope)`` triples, skipping non-call events."""
-    out = []
-    for room_id, event, envelope in pairs:
-        converted = to_core_event(room_id, event, envelope)
-        if converted is not None:
-            out.append(converted)
-    return out

@@ -209,3 +209,20 @@ def test_media_failure_before_connecting_hangs_up_with_ice_failed():
     take_call(core, CALL)
     (h,) = sends(core.handle(MediaStateChanged(call_id=CALL, state=MediaState.FAILED), 3.0))
     assert h.content["reason"] == "ice_failed"
+
+
+def test_an_internal_error_mid_call_still_ends_it_with_call_ended_and_the_error_pattern(monkeypatch):
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 2.0)
+    monkeypatch.setattr(core, "_on_media_state", lambda *args: 1 / 0)  # a bug in one handler
+    actions = core.handle(MediaStateChanged(call_id=CALL, state=MediaState.DISCONNECTED), 20.0)
+    assert any(isinstance(a, Ignored) and a.reason.startswith("internal error") for a in actions)
+    (hangup_sent,) = [s for s in sends(actions) if s.event_type == "m.call.hangup"]
+    assert hangup_sent.content["reason"] == "unknown_error"
+    assert of(actions, CloseMedia) == [CloseMedia(call_id=CALL)]
+    (ended,) = of(actions, CallEnded)
+    assert ended.summary.call_id == CALL and ended.summary.reason == "unknown_error"
+    assert ended.summary.outcome is Outcome.COMPLETED and ended.summary.ended_at == 20.0
+    assert of(actions, SetLeds) == [SetLeds(state=LedState.ERROR)]
+    assert core.state is CallState.IDLE
