@@ -47,8 +47,6 @@ START_EXTEND_EVERY = 20
 
 #: Written by the SD-card config import (image-build) when this boot's intercom.toml was rejected.
 BOOT_CONFIG_ERRORS = "/run/intercom-boot-config/errors"
-#: The ring's picture waits at most this long for the call's invite to go out first.
-INVITE_BEFORE_PICTURE = 1.0
 
 
 def core_settings(config: Config, party_id: str) -> CoreSettings:
@@ -166,7 +164,6 @@ class Service:
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
                                    owner=config.matrix.owner, ring_pictures=config.camera.ring_picture,
-                                   call_first=lambda: orchestrator.invite_sent(timeout=INVITE_BEFORE_PICTURE),
                                    had_turn=lambda: self.turn_state == "available")
 
         async def call_ended(summary) -> None:

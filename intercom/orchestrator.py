@@ -8,6 +8,8 @@ Ordering guarantees it gives the core:
 
 - Room events are sent one at a time, in the order the core produced them (an invite before its candidates; our
   ``replaced`` hangup before the answer to the owner's call).
+- A picture (:class:`PostSnapshot`) is started once every room event before it has been sent (the ring's picture
+  follows its call's invite), and never holds up the events after it.
 - Media actions of one call run one at a time, in order; different calls do not wait for each other.
 - The core is woken at :meth:`DoorCore.next_deadline` (re-armed after every input).
 """
@@ -15,7 +17,6 @@ Ordering guarantees it gives the core:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -106,7 +107,6 @@ class Orchestrator:
         self._timer: asyncio.TimerHandle | None = None
         self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
         self._media_queues: dict[str, asyncio.Queue] = {}
-        self._invite_out = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._sender = self._spawn(self._run_sender())
         self.last_call: CallSummary | None = None
@@ -165,7 +165,7 @@ class Orchestrator:
                 self._panel.pulse_relay(seconds)
             case PostSnapshot(room_id=room_id, reason=reason):
                 if self._snapshots is not None:
-                    self._spawn(self._snapshots(room_id, reason))
+                    self._sends.put_nowait(lambda: self._start_snapshot(room_id, reason))
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
@@ -175,22 +175,13 @@ class Orchestrator:
                 log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
                     PrepareNegotiationAnswer() | CloseMedia():
-                if isinstance(action, PrepareOffer):
-                    self._invite_out.clear()
                 self._queue_media(action)
 
     async def _send_call_event(self, action: SendCallEvent) -> None:
         await self._signalling.send(action)
-        if action.event_type == "m.call.invite":
-            self._invite_out.set()
 
-    async def invite_sent(self, timeout: float) -> None:
-        """Wait until our latest call's invite has been handed to the homeserver (or ``timeout`` passes).
-
-        The ring's picture waits for this, so that taking and uploading it never slows the call down.
-        """
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._invite_out.wait(), timeout)
+    async def _start_snapshot(self, room_id: str, reason: str) -> None:
+        self._spawn(self._snapshots(room_id, reason))
 
     # --- room sends, in order ------------------------------------------------------------------------------------
 

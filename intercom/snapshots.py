@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -76,15 +76,12 @@ class Snapshots:
     """Takes, keeps and posts pictures; posts the missed and declined notices."""
 
     def __init__(self, media: StillSource, matrix: Messenger, store: SnapshotStore, *, owner: str,
-                 ring_pictures: bool = True, call_first: Callable[[], Awaitable[None]] | None = None,
-                 had_turn: Callable[[], bool] | None = None) -> None:
-        """``call_first`` returns once the ring's call invite is out: the picture is taken only then.
-        ``had_turn`` tells whether the last call had a TURN server, for the notice of a call that could not
-        connect."""
+                 ring_pictures: bool = True, had_turn: Callable[[], bool] | None = None) -> None:
+        """``had_turn`` tells whether the last call had a TURN server, for the notice of a call that could not
+        connect. (The core asks for the ring's picture once the call's invite is out.)"""
         self._media, self._matrix, self._store, self._owner = media, matrix, store, owner
         self._had_turn = had_turn
         self.ring_pictures = ring_pictures
-        self._call_first = call_first
         self._last_ring: asyncio.Task[str | None] | None = None
 
     async def post(self, room_id: str, reason: str) -> str | None:
@@ -97,8 +94,6 @@ class Snapshots:
         return await task
 
     async def _post(self, room_id: str, reason: str) -> str | None:
-        if reason == "ring" and self._call_first is not None:
-            await self._call_first()
         try:
             still = await self._media.snapshot()
         except Exception as exc:

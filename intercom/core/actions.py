@@ -98,7 +98,8 @@ class SendNotice:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PostSnapshot:
-    """Take a still from the camera and post it into the room. Never delays the call it accompanies."""
+    """Take a still from the camera and post it into the room, once the room events before this action have been
+    sent (a ring's picture follows its call's invite). Never delays the call it accompanies."""
 
     room_id: str
     reason: str  #: ``ring`` (a visitor pressed) or ``request`` (the owner asked)

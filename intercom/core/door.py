@@ -268,7 +268,6 @@ class DoorCore:
         self._move(CallState.PREPARING, now, self.settings.timings.prepare_timeout)
         out.append(PressFeedback(accepted=True))
         out.append(PrepareOffer(call_id=call_id))
-        out.append(PostSnapshot(room_id=self.settings.room_id, reason="ring"))
 
     def _on_local_hangup(self, reason: str, now: float, out: list[Action]) -> None:
         call = self._call
@@ -332,6 +331,8 @@ class DoorCore:
         self._send(out, messages.INVITE, messages.invite_content(
             call.call_id, s.party_id, sdp=event.sdp, stream_id=event.stream_id,
             lifetime_ms=int(s.timings.invite_lifetime * 1000), invitee=s.owner))
+        # The visitor's picture comes after the invite, so that taking and uploading it never slows the call.
+        out.append(PostSnapshot(room_id=s.room_id, reason="ring"))
         if event.candidates_complete:
             self._send(out, messages.CANDIDATES, messages.end_of_candidates_content(call.call_id, s.party_id))
 
@@ -633,6 +634,9 @@ class DoorCore:
         if call is None:
             raise LocalCallError("no call to end")
         s = self.settings
+        if call.state is CallState.PREPARING:
+            # The visitor rang, but the call never got to its invite: the picture still goes to the room.
+            out.append(PostSnapshot(room_id=s.room_id, reason="ring"))
         if notify is _Notify.HANGUP:
             self._send(out, messages.HANGUP, messages.hangup_content(call.call_id, s.party_id, reason=reason))
         elif notify is _Notify.REFUSE:
