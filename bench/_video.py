@@ -26,7 +26,8 @@ import av
 import numpy as np
 from _common import ALSA_TEST_CONFIG, setup
 
-from intercom.media import MediaEngine, measure
+from intercom.media import MediaEngine
+from intercom_dev import measure
 from intercom.media.camera import Camera, CameraConfig
 from intercom.media.h264 import X264Encoder
 from intercom.media.synthetic import SCENE_FRAMES, SyntheticCamera, make_scene, draw_frame_counter

@@ -20,7 +20,8 @@ import numpy as np
 
 from _common import median, report, setup
 
-from intercom.media import MediaEngine, measure
+from intercom.media import MediaEngine
+from intercom_dev import measure
 from intercom_dev.media import RecordingTap, StateLog, connect, loopback_settings, timeline, write_raw
 
 RATE = 48000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from intercom.media import measure
+from intercom_dev import measure
 from intercom.media.aec import create_echo_canceller
 
 RATE = 48000

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from intercom.media import measure
+from intercom_dev import measure
 from intercom_dev.media import timeline, two_way_call_in_fresh_process
 
 RATE = 48000
