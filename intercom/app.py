@@ -49,15 +49,17 @@ START_EXTEND_EVERY = 20
 BOOT_CONFIG_ERRORS = "/run/intercom-boot-config/errors"
 
 
+def _from_config(settings: type, section: object) -> Any:
+    """``settings`` (a core dataclass) with every field the config ``section`` has under the same name; the rest
+    keep the core's defaults (those the config file does not expose)."""
+    names = {f.name for f in dataclasses.fields(section)}
+    return settings(**{f.name: getattr(section, f.name) for f in dataclasses.fields(settings) if f.name in names})
+
+
 def core_settings(config: Config, party_id: str) -> CoreSettings:
-    calls, panel = config.calls, config.panel
     return CoreSettings(
         user_id=config.matrix.user_id, owner=config.matrix.owner, room_id=config.matrix.room_id, party_id=party_id,
-        timings=CallTimings(ring_timeout=calls.ring_timeout, invite_lifetime=calls.invite_lifetime,
-                            connect_timeout=calls.connect_timeout, max_call_duration=calls.max_call_duration,
-                            prepare_timeout=calls.prepare_timeout, ended_display=calls.ended_display),
-        commands=CommandSettings(open_command=panel.open_command, snapshot_command=panel.snapshot_command,
-                                 open_window=panel.open_window, relay_pulse=panel.relay_pulse))
+        timings=_from_config(CallTimings, config.calls), commands=_from_config(CommandSettings, config.panel))
 
 
 def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = None) -> MediaSettings:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
+from intercom.core import CallTimings, CommandSettings
 from intercom.errors import IntercomError
 
 __all__ = [
@@ -407,6 +408,11 @@ def _setting(default: Any = dataclasses.MISSING, *, check: Checker, example: str
     return field(default=default, repr=show, metadata={"check": check, "example": example, "about": about})
 
 
+def _core_default(settings: type, name: str) -> Any:
+    """The default of a core setting: the core's dataclass is its one home, the config file only exposes it."""
+    return next(f.default for f in dataclasses.fields(settings) if f.name == name)
+
+
 _CREDENTIALS = ("password_file", "access_token_file", "password", "access_token")
 
 
@@ -463,12 +469,12 @@ class MatrixConfig:
 class CallsConfig:
     """``[calls]``: how long each phase of a call may take, in seconds."""
 
-    ring_timeout: float = _setting(60.0, check=_seconds(10, 600))
-    invite_lifetime: float = _setting(90.0, check=_seconds(60, 600))
-    connect_timeout: float = _setting(15.0, check=_seconds(3, 120))
-    max_call_duration: float = _setting(300.0, check=_seconds(30, 7200))
-    prepare_timeout: float = _setting(10.0, check=_seconds(2, 60))
-    ended_display: float = _setting(10.0, check=_seconds(1, 3600))
+    ring_timeout: float = _setting(_core_default(CallTimings, "ring_timeout"), check=_seconds(10, 600))
+    invite_lifetime: float = _setting(_core_default(CallTimings, "invite_lifetime"), check=_seconds(60, 600))
+    connect_timeout: float = _setting(_core_default(CallTimings, "connect_timeout"), check=_seconds(3, 120))
+    max_call_duration: float = _setting(_core_default(CallTimings, "max_call_duration"), check=_seconds(30, 7200))
+    prepare_timeout: float = _setting(_core_default(CallTimings, "prepare_timeout"), check=_seconds(2, 60))
+    ended_display: float = _setting(_core_default(CallTimings, "ended_display"), check=_seconds(1, 3600))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -483,10 +489,10 @@ class PanelConfig:
     status_led_pin: int = _setting(23, check=_gpio_pin)
     relay_pin: int = _setting(27, check=_gpio_pin)
     relay_active_high: bool = _setting(True, check=_flag)
-    relay_pulse: float = _setting(3.0, check=_seconds(0.2, 30))
-    open_command: str = _setting("!open", check=_word)
-    open_window: float = _setting(60.0, check=_seconds(0, 600))
-    snapshot_command: str = _setting("!snapshot", check=_word)
+    relay_pulse: float = _setting(_core_default(CommandSettings, "relay_pulse"), check=_seconds(0.2, 30))
+    open_command: str = _setting(_core_default(CommandSettings, "open_command"), check=_word)
+    open_window: float = _setting(_core_default(CommandSettings, "open_window"), check=_seconds(0, 600))
+    snapshot_command: str = _setting(_core_default(CommandSettings, "snapshot_command"), check=_word)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

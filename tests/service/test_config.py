@@ -409,3 +409,20 @@ def test_any_document_gives_a_config_or_explained_problems(data: dict) -> None:
     except ConfigError as err:
         assert err.problems
         assert all(p.field and p.message for p in err.problems)
+
+
+def test_call_and_command_settings_reach_the_core_with_the_cores_defaults() -> None:
+    from intercom.app import core_settings
+    from intercom.core import CallTimings, CommandSettings
+
+    # Every [calls] setting is a core timing, and the config's defaults are the core's own.
+    assert {f.name for f in dataclasses.fields(CallsConfig)} <= {f.name for f in dataclasses.fields(CallTimings)}
+    defaults = core_settings(load_config(str(CONFIGS / "good_minimal.toml")), "party")
+    assert defaults.timings == CallTimings() and defaults.commands == CommandSettings()
+    # A value set in the file gets to the core.
+    data = tomllib.loads((CONFIGS / "good_minimal.toml").read_text())
+    data["calls"] = {"ring_timeout": 45, "connect_timeout": 20, "ended_display": 3}
+    data["panel"] = {"open_command": "!door", "open_window": 30, "relay_pulse": 1.5}
+    custom = core_settings(parse_config(data, check_files=False), "party")
+    assert (custom.timings.ring_timeout, custom.timings.connect_timeout, custom.timings.ended_display) == (45, 20, 3)
+    assert custom.commands == CommandSettings(open_command="!door", open_window=30, relay_pulse=1.5)
