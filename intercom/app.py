@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from intercom.core import (
-    ButtonPressed,
     FaultChanged,
     CallState,
     CallTimings,
@@ -28,7 +27,6 @@ from intercom.core import (
     CoreSettings,
     DoorCore,
     HangupRequested,
-    LocalCandidatesGathered,
 )
 from intercom.matrix import MatrixAdapter, MatrixSettings
 from intercom.media import IceServer, MediaEngine, MediaSettings
@@ -131,24 +129,18 @@ class Service:
             loop.add_signal_handler(sig, self._stop.set)
 
         self.core = DoorCore(core_settings(config, _random_party_id()))
+        orchestrator = self.orchestrator = Orchestrator(self.core)
         self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
-        orchestrator: Orchestrator | None = None
-
-        def on_press() -> None:  # gpiozero's thread; the panel has already lit the LED
-            if orchestrator is not None:
-                orchestrator.feed_threadsafe(ButtonPressed())
-
-        self.panel = FrontPanel(panel_pins(config), on_press, pin_factory=self.pin_factory)
-        self.media = MediaEngine(
-            media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
-            on_state=lambda call_id, state: orchestrator and orchestrator.media_state(call_id, state),
-            on_candidates=lambda call_id, entries, complete: orchestrator and orchestrator.feed(
-                LocalCandidatesGathered(call_id=call_id, candidates=tuple(entries), complete=complete)))
+        # gpiozero's thread calls on_press; the panel has already lit the LED.
+        self.panel = FrontPanel(panel_pins(config), orchestrator.button_pressed_threadsafe,
+                                pin_factory=self.pin_factory)
+        self.media = MediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
+                                 on_state=orchestrator.media_state, on_candidates=orchestrator.local_candidates)
         kind, secret = config.matrix.read_secret()
         self.matrix = MatrixAdapter(MatrixSettings(
             homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,
             state_dir=state_dir, device_name=config.matrix.device_name, **{kind: secret}),
-            on_event=lambda event: orchestrator and orchestrator.feed(event))
+            on_event=orchestrator.feed)
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
         #: Whether the homeserver offers TURN: "unknown" until the check at start, then "available" or "none",
@@ -171,9 +163,8 @@ class Service:
         async def call_ended(summary) -> None:
             await self.snapshots.call_ended(config.matrix.room_id, summary)
 
-        orchestrator = self.orchestrator = Orchestrator(
-            self.core, signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
-            snapshots=self.snapshots.post, on_call_ended=call_ended)
+        orchestrator.attach(signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
+                            snapshots=self.snapshots.post, on_call_ended=call_ended)
         self.control = ControlServer(self.control_path, self._command)
         await self.control.start()
         log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from intercom.core import (
     Action,
     AddRemoteCandidates,
     ApplyAnswer,
+    ButtonPressed,
     CallEnded,
     CallSummary,
     CloseMedia,
@@ -34,6 +35,7 @@ from intercom.core import (
     Ignored,
     LedState,
     LocalAnswerReady,
+    LocalCandidatesGathered,
     LocalOfferReady,
     MediaFailed,
     MediaState,
@@ -91,17 +93,17 @@ CallEndedHook = Callable[[CallSummary], Awaitable[None]]
 class Orchestrator:
     """Feeds events into a :class:`DoorCore` and carries out its actions."""
 
-    def __init__(self, core: DoorCore, *, signalling: Signalling, media: Media, panel: Panel,
-                 ice_servers: IceServerSource, snapshots: SnapshotPoster | None = None,
-                 on_call_ended: CallEndedHook | None = None,
-                 on_action: Callable[[Action], None] | None = None) -> None:
+    def __init__(self, core: DoorCore, *, on_action: Callable[[Action], None] | None = None) -> None:
+        """Made first, so that the adapters can be given its input methods; :meth:`attach` then gives it the
+        adapters. Input that arrives before that is dropped (the door is not up yet)."""
         self.core = core
-        self._signalling = signalling
-        self._media = media
-        self._panel = panel
-        self._ice_servers = ice_servers
-        self._snapshots = snapshots
-        self._on_call_ended = on_call_ended
+        self._attached = False
+        self._signalling: Signalling
+        self._media: Media
+        self._panel: Panel
+        self._ice_servers: IceServerSource
+        self._snapshots: SnapshotPoster | None = None
+        self._on_call_ended: CallEndedHook | None = None
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -112,10 +114,20 @@ class Orchestrator:
         self.last_call: CallSummary | None = None
         self.started_at = time.time()
 
+    def attach(self, *, signalling: Signalling, media: Media, panel: Panel, ice_servers: IceServerSource,
+               snapshots: SnapshotPoster | None = None, on_call_ended: CallEndedHook | None = None) -> None:
+        """The adapters the core's actions go to; from now on input is fed to the core."""
+        self._signalling, self._media, self._panel = signalling, media, panel
+        self._ice_servers, self._snapshots, self._on_call_ended = ice_servers, snapshots, on_call_ended
+        self._attached = True
+
     # --- input ---------------------------------------------------------------------------------------------------
 
     def feed(self, event: Event) -> None:
         """Give the core one event (call on the loop thread) and carry out what it says."""
+        if not self._attached:
+            log.info("%s before the door was up: dropped", type(event).__name__)
+            return
         actions = self.core.handle(event, self._loop.time())
         for action in actions:
             try:
@@ -129,6 +141,14 @@ class Orchestrator:
     def feed_threadsafe(self, event: Event) -> None:
         """Like :meth:`feed`, from another thread (gpiozero's callbacks)."""
         self._loop.call_soon_threadsafe(self.feed, event)
+
+    def button_pressed_threadsafe(self) -> None:
+        """The front panel's ``on_press`` callback (gpiozero's thread)."""
+        self.feed_threadsafe(ButtonPressed())
+
+    def local_candidates(self, call_id: str, entries: Sequence[Mapping[str, Any]], complete: bool) -> None:
+        """The media side's ``on_candidates`` callback: candidates gathered after the offer or answer."""
+        self.feed(LocalCandidatesGathered(call_id=call_id, candidates=tuple(entries), complete=complete))
 
     def media_state(self, call_id: str, state: str) -> None:
         """The media side's ``on_state`` callback."""
