@@ -49,8 +49,8 @@ from typing import Any, TextIO
 
 # The config checker's message helpers and placeholder rule, so [wifi] and [system] problems read exactly like the
 # others, and a placeholder Wi-Fi password is refused like a placeholder Matrix password.
-from intercom.service.config import (PLACEHOLDER, Config, ConfigError, ConfigProblem, InvalidValue, describe_value,
-                                     parse_config, read_config_file, toml_literal)
+from intercom.service.config import (PLACEHOLDER, Config, ConfigError, ConfigProblem, Invalid, describe,
+                                     parse_config, read_config_file, toml)
 
 __all__ = [
     "APPLIED_NAME",
@@ -109,18 +109,18 @@ class System:
 
 def _text(value: object, example: str) -> str:
     if not isinstance(value, str):
-        raise InvalidValue(f'expected text in double quotes like {example}, got {describe_value(value)}; put the value in '
-                       '"double quotes"')
+        raise Invalid(f'expected text in double quotes like {example}, got {describe(value)}; put the value in '
+                      '"double quotes"')
     if not value.strip():
-        raise InvalidValue(f"is empty; write something like {example}")
+        raise Invalid(f"is empty; write something like {example}")
     return value
 
 
 def _ssid(value: object) -> str:
     ssid = _text(value, '"MyNetwork"')
     if len(ssid.encode()) > 32:
-        raise InvalidValue(f"{toml_literal(ssid)} is {len(ssid.encode())} bytes long, but a Wi-Fi network name has at most 32; "
-                       "copy the name exactly as your phone or router shows it")
+        raise Invalid(f"{toml(ssid)} is {len(ssid.encode())} bytes long, but a Wi-Fi network name has at most 32; "
+                      "copy the name exactly as your phone or router shows it")
     return ssid
 
 
@@ -129,21 +129,21 @@ _HEX_PSK = re.compile(r"[0-9a-fA-F]{64}")
 
 def _wifi_password(value: object) -> str:
     if not isinstance(value, str):
-        raise InvalidValue(f'expected the Wi-Fi password in double quotes, got {describe_value(value)}; write it like '
-                       'password = "your wifi password"')
+        raise Invalid(f'expected the Wi-Fi password in double quotes, got {describe(value)}; write it like '
+                      'password = "your wifi password"')
     if value == "":
-        raise InvalidValue("is empty; write the Wi-Fi password, or delete the line if the network is open")
+        raise Invalid("is empty; write the Wi-Fi password, or delete the line if the network is open")
     if PLACEHOLDER.fullmatch(value.strip()):
-        raise InvalidValue("is still a placeholder; write your Wi-Fi network's real password here")
+        raise Invalid("is still a placeholder; write your Wi-Fi network's real password here")
     if _HEX_PSK.fullmatch(value):
         return value
     if any(not " " <= char <= "~" for char in value):
-        raise InvalidValue("contains characters other than plain ASCII letters, digits, spaces and punctuation, which "
-                       "WPA passwords cannot have; check the password (it may have been pasted with a line break "
-                       "or a typographic quote)")
+        raise Invalid("contains characters other than plain ASCII letters, digits, spaces and punctuation, which "
+                      "WPA passwords cannot have; check the password (it may have been pasted with a line break "
+                      "or a typographic quote)")
     if not 8 <= len(value) <= 63:
-        raise InvalidValue(f"is {len(value)} characters long, but a WPA password has 8 to 63; check it (a 64-character "
-                       "key must be written in hexadecimal digits)")
+        raise Invalid(f"is {len(value)} characters long, but a WPA password has 8 to 63; check it (a 64-character "
+                      "key must be written in hexadecimal digits)")
     return value
 
 
@@ -153,15 +153,15 @@ _COUNTRY = re.compile(r"[A-Za-z]{2}")
 def _country(value: object) -> str:
     text = _text(value, '"DE"')
     if not _COUNTRY.fullmatch(text.strip()):
-        raise InvalidValue(f"{toml_literal(text)} is not a two-letter country code; write the ISO 3166 code of the country the "
-                       'door is in, like "DE", "GB" or "US"')
+        raise Invalid(f"{toml(text)} is not a two-letter country code; write the ISO 3166 code of the country the "
+                      'door is in, like "DE", "GB" or "US"')
     return text.strip().upper()
 
 
 def _flag(value: object) -> bool:
     if not isinstance(value, bool):
         hint = "; write true or false without quotes" if isinstance(value, str) else ""
-        raise InvalidValue(f"expected true or false, got {describe_value(value)}{hint}")
+        raise Invalid(f"expected true or false, got {describe(value)}{hint}")
     return value
 
 
@@ -173,8 +173,8 @@ def _hostname(value: object) -> str:
     if _HOSTNAME.fullmatch(text):
         return text
     fixed = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:63].strip("-") or "doorbell"
-    raise InvalidValue(f"{toml_literal(text)} is not a valid host name; use lower-case letters, digits and hyphens (not at "
-                   f"the start or end), at most 63 characters, like {toml_literal(fixed)}")
+    raise Invalid(f"{toml(text)} is not a valid host name; use lower-case letters, digits and hyphens (not at "
+                  f"the start or end), at most 63 characters, like {toml(fixed)}")
 
 
 _SSH_KEY = re.compile(r"(?:ssh-(?:ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com) [A-Za-z0-9+/]+=*"
@@ -186,15 +186,15 @@ def _ssh_keys(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise InvalidValue(f"expected a list of public keys like {example}, got {describe_value(value)}")
+        raise Invalid(f"expected a list of public keys like {example}, got {describe(value)}")
     keys = []
     for index, key in enumerate(value, 1):
         if not isinstance(key, str) or not _SSH_KEY.fullmatch(key.strip()) or "\n" in key.strip():
-            shown = toml_literal(key) if isinstance(key, str) else describe_value(key)
+            shown = toml(key) if isinstance(key, str) else describe(key)
             if isinstance(key, str) and len(shown) > 40:
                 shown = shown[:37] + '..."'
-            raise InvalidValue(f"key {index} ({shown}) is not an ssh public key; paste one line of your ~/.ssh/id_*.pub "
-                           f'file (it starts with "ssh-ed25519 " or "ssh-rsa "), like {example}')
+            raise Invalid(f"key {index} ({shown}) is not an ssh public key; paste one line of your ~/.ssh/id_*.pub "
+                          f'file (it starts with "ssh-ed25519 " or "ssh-rsa "), like {example}')
         keys.append(key.strip())
     return tuple(keys)
 
@@ -219,7 +219,7 @@ def _check_image_section(section: str, table: Mapping[str, object], problems: li
             continue
         try:
             values[key] = check(raw)
-        except InvalidValue as invalid:
+        except Invalid as invalid:
             problems.append(ConfigProblem(f"{section}.{key}", str(invalid)))
     return values
 
@@ -294,7 +294,7 @@ def check_card_config(data: Mapping[str, Any], text: str, *, root: Path, path: s
         if table is None:
             continue
         if not isinstance(table, dict):
-            problems.append(ConfigProblem(section, f"expected a [{section}] section, got {describe_value(table)}; write "
+            problems.append(ConfigProblem(section, f"expected a [{section}] section, got {describe(table)}; write "
                                                    f"it as a [{section}] header followed by its settings, one per "
                                                    "line"))
         elif section == "wifi":
@@ -338,7 +338,7 @@ def _toml_value(value: object) -> str:
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, float):
         return repr(value)
-    return toml_literal(value)
+    return toml(value)
 
 
 def dump_toml(data: Mapping[str, Mapping[str, Any]], header: str = "") -> str:

@@ -86,7 +86,7 @@ class ConfigError(IntercomError, ValueError):
         super().__init__("\n".join(f"{path}: {problem}" for problem in self.problems))
 
 
-class InvalidValue(IntercomError, ValueError):
+class Invalid(IntercomError, ValueError):
     """Raised by a setting's checker (here and in ``bootconfig``). The message says what is wrong and how to fix it,
     without the setting's name (the caller adds that, so each checker can be shared by several settings)."""
 
@@ -94,7 +94,7 @@ class InvalidValue(IntercomError, ValueError):
 # --- describing values in messages ----------------------------------------------------------------------------------
 
 
-def toml_literal(value: object) -> str:
+def toml(value: object) -> str:
     """Write a value the way it would appear in the TOML file, for examples in messages."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -105,16 +105,16 @@ def toml_literal(value: object) -> str:
     return str(value)
 
 
-def describe_value(value: object) -> str:
+def describe(value: object) -> str:
     """Name a raw TOML value and its type, as in 'got the string "60s"'."""
     if isinstance(value, bool):
-        return f"the boolean {toml_literal(value)}"
+        return f"the boolean {toml(value)}"
     if isinstance(value, int):
         return f"the whole number {value}"
     if isinstance(value, float):
         return f"the number {value!r}"  # as written: 1081.0 must not read as the whole number 1081
     if isinstance(value, str):
-        return f"the string {toml_literal(value)}"
+        return f"the string {toml(value)}"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -136,7 +136,7 @@ def _suggest(word: str, choices: Iterable[str]) -> str | None:
 
 # --- checkers: one small function per kind of value ----------------------------------------------------------------
 #
-# A checker takes the raw TOML value and a _Context, returns the value to store, or raises InvalidValue.
+# A checker takes the raw TOML value and a _Context, returns the value to store, or raises Invalid.
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +150,8 @@ class _Context:
 Checker = Callable[[Any, _Context], Any]
 
 
-def _type_error(value: object, expected: str, hint: str = "") -> InvalidValue:
-    return InvalidValue(f"expected {expected}, got {describe_value(value)}{hint}")
+def _type_error(value: object, expected: str, hint: str = "") -> Invalid:
+    return Invalid(f"expected {expected}, got {describe(value)}{hint}")
 
 
 def _text(value: object, ctx: _Context) -> str:
@@ -159,7 +159,7 @@ def _text(value: object, ctx: _Context) -> str:
     if not isinstance(value, str):
         raise _type_error(value, f"text in double quotes like {ctx.example}", '; put the value in "double quotes"')
     if not value.strip():
-        raise InvalidValue(f"is empty; write something like {ctx.example}")
+        raise Invalid(f"is empty; write something like {ctx.example}")
     return value
 
 
@@ -167,7 +167,7 @@ def _word(value: object, ctx: _Context) -> str:
     """A non-empty string without whitespace (a chat command, a device name)."""
     text = _text(value, ctx)
     if any(char.isspace() for char in text):
-        raise InvalidValue(f"{toml_literal(text)} contains spaces; write it without spaces, like {ctx.example}")
+        raise Invalid(f"{toml(text)} contains spaces; write it without spaces, like {ctx.example}")
     return text
 
 
@@ -195,7 +195,7 @@ def _looks_numeric(text: str) -> bool:
 def _check_range(value: float, low: float, high: float, unit: str) -> None:
     # Written as "not low <= value <= high" so that nan (valid TOML) is out of range too.
     if not low <= value <= high:
-        raise InvalidValue(f"{toml_literal(value)} is out of range; use a value from {toml_literal(low)} to {toml_literal(high)}{unit}")
+        raise Invalid(f"{toml(value)} is out of range; use a value from {toml(low)} to {toml(high)}{unit}")
 
 
 def _seconds(low: float, high: float) -> Checker:
@@ -216,7 +216,7 @@ def _whole(low: int, high: int, what: str, unit: str, *, even: bool = False) -> 
         number = _number(value, ctx, what, whole=True)
         _check_range(number, low, high, unit)
         if even and number % 2:
-            raise InvalidValue(
+            raise Invalid(
                 f"{number} is odd; the video encoder needs an even number, such as {number - 1} or {number + 1}"
             )
         return number
@@ -238,8 +238,8 @@ def _choice(*options: str) -> Checker:
         text = _text(value, ctx)
         if text not in options:
             guess = _suggest(text, options)
-            tip = f"did you mean {toml_literal(guess)}? (the choices are {_one_of(options)})" if guess else ""
-            raise InvalidValue(f"{toml_literal(text)} is not a valid choice; {tip or 'use ' + _one_of(options)}")
+            tip = f"did you mean {toml(guess)}? (the choices are {_one_of(options)})" if guess else ""
+            raise Invalid(f"{toml(text)} is not a valid choice; {tip or 'use ' + _one_of(options)}")
         return text
 
     return check
@@ -249,9 +249,9 @@ def _gpio_pin(value: object, ctx: _Context) -> int:
     """A BCM GPIO number usable on the 40-pin header."""
     pin = _number(value, ctx, "a BCM GPIO number", whole=True)
     if pin in (0, 1):
-        raise InvalidValue(f"GPIO {pin} is reserved for the HAT ID EEPROM (ID_SD/ID_SC); choose a pin from 2 to 27")
+        raise Invalid(f"GPIO {pin} is reserved for the HAT ID EEPROM (ID_SD/ID_SC); choose a pin from 2 to 27")
     if not 2 <= pin <= 27:
-        raise InvalidValue(
+        raise Invalid(
             f"{pin} is not a GPIO on the Raspberry Pi header; use a BCM GPIO number from 2 to 27 "
             "(the GPIO number, not the physical pin number)"
         )
@@ -262,12 +262,12 @@ def _absolute_path(value: object, ctx: _Context) -> str:
     """A path that means the same thing whatever directory the service starts in (systemd starts it in /)."""
     text = _text(value, ctx)
     if text.startswith("~"):
-        raise InvalidValue(
-            f"{toml_literal(text)} starts with ~, which the service does not expand; write the full path, like {ctx.example}"
+        raise Invalid(
+            f"{toml(text)} starts with ~, which the service does not expand; write the full path, like {ctx.example}"
         )
     if not os.path.isabs(text):
-        raise InvalidValue(
-            f"{toml_literal(text)} is a relative path, which would depend on the directory the service starts in; "
+        raise Invalid(
+            f"{toml(text)} is a relative path, which would depend on the directory the service starts in; "
             f"write an absolute path like {ctx.example}"
         )
     return text
@@ -285,7 +285,7 @@ PLACEHOLDER = re.compile(
 def _inline_secret(value: object, ctx: _Context) -> str:
     text = _text(value, ctx)
     if PLACEHOLDER.fullmatch(text.strip()):
-        raise InvalidValue(
+        raise Invalid(
             "is still a placeholder; write the door account's real credential here, or better, put it in a "
             "file readable only by the service and set password_file / access_token_file instead"
         )
@@ -296,21 +296,21 @@ def _homeserver(value: object, ctx: _Context) -> str:
     """The base URL of the door account's homeserver."""
     url = _word(value, ctx)
     if "://" not in url:
-        raise InvalidValue(f"{toml_literal(url)} has no scheme; write the full URL, like {toml_literal('https://' + url)}")
+        raise Invalid(f"{toml(url)} has no scheme; write the full URL, like {toml('https://' + url)}")
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 -- raises ValueError for a port that isn't a number
     except ValueError:
-        raise InvalidValue(f"{toml_literal(url)} has an invalid port; write it like https://matrix.example.org:8448") from None
+        raise Invalid(f"{toml(url)} has an invalid port; write it like https://matrix.example.org:8448") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidValue(f"{toml_literal(url)} is not an http(s) URL; write the homeserver's address like {ctx.example}")
+        raise Invalid(f"{toml(url)} is not an http(s) URL; write the homeserver's address like {ctx.example}")
     if parts.query or parts.fragment:
-        raise InvalidValue(f"{toml_literal(url)} should be just the server's address, without ? or #; write it like {ctx.example}")
+        raise Invalid(f"{toml(url)} should be just the server's address, without ? or #; write it like {ctx.example}")
     if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
         https = "https://" + url.split("://", 1)[1]
-        raise InvalidValue(
-            f"{toml_literal(url)} uses plain http, which would send the door's password and every call's setup "
-            f"unencrypted across the network; use {toml_literal(https)} (plain http is allowed only for localhost or "
+        raise Invalid(
+            f"{toml(url)} uses plain http, which would send the door's password and every call's setup "
+            f"unencrypted across the network; use {toml(https)} (plain http is allowed only for localhost or "
             "127.0.0.1, e.g. a homeserver on the same machine)"
         )
     return url
@@ -325,7 +325,7 @@ def _user_id(value: object, ctx: _Context) -> str:
     text = _text(value, ctx)
     if _USER_ID.fullmatch(text):
         return text
-    raise InvalidValue(f"{toml_literal(text)} is not a Matrix user ID; {_user_id_fix(text.strip(), _server_hint(ctx))}")
+    raise Invalid(f"{toml(text)} is not a Matrix user ID; {_user_id_fix(text.strip(), _server_hint(ctx))}")
 
 
 def _server_hint(ctx: _Context) -> str:
@@ -368,12 +368,12 @@ def _room_id(value: object, ctx: _Context) -> str:
     text = _word(value, ctx)
     where = "in Element open the room, then Room settings > Advanced, and copy the \"Internal room ID\""
     if text.startswith("#"):
-        raise InvalidValue(
-            f"{toml_literal(text)} is a room alias, but the intercom needs the room ID (it starts with '!', like "
+        raise Invalid(
+            f"{toml(text)} is a room alias, but the intercom needs the room ID (it starts with '!', like "
             f"!abc123:example.org); {where}"
         )
     if not text.startswith("!") or len(text) < 2:
-        raise InvalidValue(f"{toml_literal(text)} is not a room ID; room IDs start with '!', like {ctx.example}; {where}")
+        raise Invalid(f"{toml(text)} is not a room ID; room IDs start with '!', like {ctx.example}; {where}")
     return text
 
 
@@ -385,8 +385,8 @@ def _alsa_device(value: object, ctx: _Context) -> str:
     name = _word(value, ctx)
     match = _ALSA_CARD_INDEX.fullmatch(name)
     if match:
-        raise InvalidValue(
-            f"{toml_literal(name)} picks the sound card by its index ({match['card']}), which can change between boots "
+        raise Invalid(
+            f"{toml(name)} picks the sound card by its index ({match['card']}), which can change between boots "
             "(for example when a USB device is plugged in or found in a different order); use the card's name "
             f"instead, like plughw:CARD=<name>,DEV={match['dev'] or 0} (`aplay -L` and `arecord -L` list the names)"
         )
@@ -404,7 +404,7 @@ def _setting(default: Any = dataclasses.MISSING, *, check: Checker, example: str
     setting when it is missing. ``show=False`` keeps the value out of ``repr`` (secrets).
     """
     if example is None:
-        example = toml_literal(default)
+        example = toml(default)
     return field(default=default, repr=show, metadata={"check": check, "example": example, "about": about})
 
 
@@ -523,14 +523,14 @@ def _list_of(item: Checker, what: str) -> Checker:
 
     def check(value: object, ctx: _Context) -> tuple[Any, ...]:
         if not isinstance(value, list):
-            hint = f"; put it in square brackets, like [{toml_literal(value)}]" if isinstance(value, str) else ""
+            hint = f"; put it in square brackets, like [{toml(value)}]" if isinstance(value, str) else ""
             raise _type_error(value, f"a list of {what} like {ctx.example}", hint)
         items = []
         for index, raw in enumerate(value, 1):
             try:
                 items.append(item(raw, ctx))
-            except InvalidValue as invalid:
-                raise InvalidValue(f"item {index}: {invalid}") from None
+            except Invalid as invalid:
+                raise Invalid(f"item {index}: {invalid}") from None
         return tuple(items)
 
     return check
@@ -543,8 +543,8 @@ def _stun_uri(value: object, ctx: _Context) -> str:
     host, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
     if scheme.lower() != "stun" or not (host or rest) or "/" in rest or "?" in rest \
             or (port and not (port.isdigit() and 0 < int(port) < 65536)):
-        raise InvalidValue(f"{toml_literal(text)} is not a STUN server URI; write it like \"stun:stun.example.org:3478\" "
-                       "(TURN servers come from the homeserver, not from here)")
+        raise Invalid(f"{toml(text)} is not a STUN server URI; write it like \"stun:stun.example.org:3478\" "
+                      "(TURN servers come from the homeserver, not from here)")
     return text
 
 
@@ -553,8 +553,8 @@ def _ip_address(value: object, ctx: _Context) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        raise InvalidValue(f"{toml_literal(text)} is not an IP address; write one of this machine's addresses, like "
-                       "\"192.168.1.20\"") from None
+        raise Invalid(f"{toml(text)} is not an IP address; write one of this machine's addresses, like "
+                      "\"192.168.1.20\"") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -616,7 +616,7 @@ def _check_section(section: str, table: Mapping[str, object], problems: list[Con
             continue
         try:
             values[key] = spec.metadata["check"](raw, _Context(spec.metadata["example"], table))
-        except InvalidValue as invalid:
+        except Invalid as invalid:
             problems.append(ConfigProblem(f"{section}.{key}", str(invalid)))
             values.pop(key, None)
     for name, spec in settings.items():
@@ -695,8 +695,8 @@ def _check_invite_outlives_ringing(table: Mapping[str, object], calls: _Values, 
     if ring is not None and invite is not None and invite < ring:
         problems.append(ConfigProblem(
             "calls.invite_lifetime",
-            f"{toml_literal(invite)} is shorter than calls.ring_timeout ({toml_literal(ring)}), so the call invite would expire "
-            f"while the phone is still ringing; set invite_lifetime to at least {toml_literal(ring)}",
+            f"{toml(invite)} is shorter than calls.ring_timeout ({toml(ring)}), so the call invite would expire "
+            f"while the phone is still ringing; set invite_lifetime to at least {toml(ring)}",
         ))
 
 
@@ -812,7 +812,7 @@ def _collect(data: Mapping[str, Any], *, check_files: bool) -> tuple[dict[str, _
             ))
         elif not isinstance(table, dict):
             problems.append(ConfigProblem(
-                section, f"expected a [{section}] section, got {describe_value(table)}; write it as a [{section}] header "
+                section, f"expected a [{section}] section, got {describe(table)}; write it as a [{section}] header "
                          "followed by its settings, one per line",
             ))
         else:
