@@ -276,7 +276,7 @@ class Orchestrator:
                         for c in candidates])
         except Exception as exc:  # MediaError, or anything else the media side could not do
             log.warning("media for call %s: %s failed: %s", call_id, type(action).__name__, exc)
-            return MediaFailed(call_id=call_id, detail=str(exc), reason=getattr(exc, "hangup_reason", None))
+            return MediaFailed(call_id=call_id, detail=str(exc))
         return None
 
     # --- lifecycle -----------------------------------------------------------------------------------------------

@@ -391,8 +391,7 @@ class DoorCore:
         if call is None or call.call_id != event.call_id:
             return self._stale("media failure", event.call_id, out)
         detail = f"media failed: {event.detail}" if event.detail else "media failed"
-        reason = event.reason if event.reason in messages.HANGUP_REASONS else (
-            "unknown_error" if call.renegotiating_until is not None else "user_media_failed")
+        reason = "unknown_error" if call.renegotiating_until is not None else "user_media_failed"
         outcome = Outcome.COMPLETED if call.connected_at is not None else Outcome.FAILED
         self._end(now, out, outcome, reason, self._notify_for(call), detail=detail)
 

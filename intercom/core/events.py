@@ -134,12 +134,10 @@ class MediaStateChanged:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MediaFailed:
-    """A media operation for ``call_id`` failed (camera, microphone, SDP the media side could not use...).
-    ``reason``: the hangup reason the media side suggests (``ice_timeout`` when media was lost mid-call)."""
+    """A media operation for ``call_id`` failed (camera, microphone, SDP the media side could not use...)."""
 
     call_id: str
     detail: str = ""
-    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -275,16 +275,10 @@ class MediaEngine:
             call.restart.abandon()
         if call.trickle is not None:
             call.trickle.close()
-        call.trickle = self._make_trickle(call)
+            call.trickle = None  # the new connection gets a trickle of its own
         call.candidates_ended = False
         transport = call.pc.getTransceivers()[0].receiver.transport.transport
-
-        def prepare() -> None:
-            if self._settings.host_addresses is not None:
-                restrict_host_addresses(call.pc, self._settings.host_addresses)
-            call.trickle.install(call.pc)
-
-        call.restart = await IceRestart.begin(transport, prepare)
+        call.restart = await IceRestart.begin(transport, lambda: self._prepare_gathering(call))
 
     def _restart_done(self, call: _Call, connected: bool) -> None:
         if call.closing:
@@ -439,11 +433,7 @@ class MediaEngine:
         self, call: _Call, description: RTCSessionDescription, renegotiation: bool = False
     ) -> LocalDescription:
         """setLocalDescription (which gathers every candidate), then pick the video mode if this was the answer."""
-        if self._settings.host_addresses is not None:
-            restrict_host_addresses(call.pc, self._settings.host_addresses)
-        if call.trickle is None:
-            call.trickle = self._make_trickle(call)
-            call.trickle.install(call.pc)
+        self._prepare_gathering(call)
         if self._settings.own_audio_playout:
             for transceiver in call.pc.getTransceivers():
                 if transceiver.kind == "audio":
@@ -460,9 +450,15 @@ class MediaEngine:
         call.trickle.release()
         return LocalDescription(sdp=sdp, stream_id=local_stream_id(sdp), candidates_complete=complete)
 
-    def _make_trickle(self, call: _Call) -> Trickle:
-        return Trickle(call.ice_servers, lambda entries, complete, _id=call.call_id:
-                       self._report_candidates(_id, entries, complete))
+    def _prepare_gathering(self, call: _Call) -> None:
+        """Before the call's ICE connections gather: host addresses restricted where asked, and the trickle that
+        sends STUN/TURN candidates after the description. Connections already prepared are left as they are."""
+        if self._settings.host_addresses is not None:
+            restrict_host_addresses(call.pc, self._settings.host_addresses)
+        if call.trickle is None:
+            call.trickle = Trickle(call.ice_servers, lambda entries, complete, _id=call.call_id:
+                                   self._report_candidates(_id, entries, complete))
+        call.trickle.install(call.pc)
 
     def _report_candidates(self, call_id: str, entries: list[dict], complete: bool) -> None:
         if self._on_candidates is None:

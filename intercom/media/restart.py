@@ -13,8 +13,8 @@ DTLS session, SRTP keys, tracks and the call itself go on:
 - the old connection is closed after that, with a queue of its own, so its close does not end the DTLS session.
 
 If the new connection finds no path, :meth:`IceRestart.start` reports failure and the call ends as a lost
-connection would. Everything here reaches into aiortc's and aioice's private attributes, pinned by the tests in
-``tests/media/test_ice_restart.py`` against the aiortc and aioice versions in ``pyproject.toml``.
+connection would. Everything here reaches into aiortc's and aioice's private attributes, pinned by the restart
+tests in ``tests/media/test_engine.py`` (and ``tests/network``) against the aiortc and aioice versions installed.
 """
 
 from __future__ import annotations
