@@ -24,7 +24,9 @@ from .actions import (
     SetLeds,
 )
 from .commands import Command, CommandSettings
-from .door import CallTimings, CoreSettings, DoorCore
+from .call import CallInput
+from .door import DoorCore
+from .settings import CallTimings, CoreSettings
 from .errors import LocalCallError, MalformedCallEvent
 from .events import (
     ButtonPressed,

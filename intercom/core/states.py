@@ -1,10 +1,7 @@
-"""The states of the door's call slot, and the one table of allowed transitions.
+"""The states a call goes through, how calls end, and what the front panel shows.
 
-The door has one call slot: at most one call is being set up or running at a time (glare briefly involves two
-call IDs, but only one of them ever owns the slot). :data:`TRANSITIONS` lists every move the slot may make;
-:class:`~intercom.core.door.DoorCore` refuses (as a bug, :class:`~intercom.core.errors.LocalCallError`) any move
-not in it, so this table is the whole shape of a call. Glare never needs a move of its own: the call that gives
-way ends (back to ``IDLE``) and the winning call starts from ``IDLE``, within the same input.
+A call's behaviour is the table in :mod:`intercom.core.call`; this module only names things. ``IDLE`` is a call
+that has not started (and, for the door as a whole, "no call"); ``ENDED`` is final.
 """
 
 from __future__ import annotations
@@ -13,8 +10,9 @@ import enum
 
 
 class CallState(enum.Enum):
-    """Where the call slot is."""
+    """Where one call is."""
 
+    #: Not started yet. The door reports ``IDLE`` when it has no call at all.
     IDLE = "idle"
     #: Outgoing: the button was pressed; local media and the offer are being prepared. Nothing sent yet.
     PREPARING = "preparing"
@@ -24,18 +22,24 @@ class CallState(enum.Enum):
     ANSWERING = "answering"
     #: Offer and answer are exchanged; waiting for the media (ICE/DTLS) to connect.
     CONNECTING = "connecting"
+    #: Still connecting, and answering the peer's new offer (``m.call.negotiate``).
+    CONNECTING_RENEGOTIATING = "connecting_renegotiating"
     #: Media is flowing.
     CONNECTED = "connected"
+    #: Media is flowing; the peer's new offer is being answered.
+    RENEGOTIATING = "renegotiating"
+    #: Media was lost after it had connected; the reconnect grace runs.
+    RECONNECTING = "reconnecting"
+    #: Media is lost and the peer's new offer is being answered: usually the peer restarting ICE.
+    RESTARTING = "restarting"
+    #: Over. Nothing moves a call out of here.
+    ENDED = "ended"
 
 
-TRANSITIONS: dict[CallState, frozenset[CallState]] = {
-    CallState.IDLE: frozenset({CallState.PREPARING, CallState.ANSWERING}),
-    CallState.PREPARING: frozenset({CallState.RINGING, CallState.IDLE}),
-    CallState.RINGING: frozenset({CallState.CONNECTING, CallState.IDLE}),
-    CallState.ANSWERING: frozenset({CallState.CONNECTING, CallState.IDLE}),
-    CallState.CONNECTING: frozenset({CallState.CONNECTED, CallState.IDLE}),
-    CallState.CONNECTED: frozenset({CallState.IDLE}),
-}
+#: The states in which media has connected at least once: a call ended from here was a conversation.
+TALKED = frozenset({CallState.CONNECTED, CallState.RENEGOTIATING, CallState.RECONNECTING, CallState.RESTARTING})
+#: The states in which the peer's new offer is being answered.
+RENEGOTIATING = frozenset({CallState.CONNECTING_RENEGOTIATING, CallState.RENEGOTIATING, CallState.RESTARTING})
 
 
 class Direction(enum.Enum):
@@ -79,15 +83,19 @@ OUTCOME_LEDS: dict[Outcome, LedState] = {
     Outcome.FAILED: LedState.ERROR,
     Outcome.REPLACED: LedState.ENDED,
     Outcome.ANSWERED_ELSEWHERE: LedState.ENDED,
-    # A refused call never owned the slot, so it leaves the panel alone; listed for completeness.
+    # A refused call never started, so it leaves the panel alone; listed for completeness.
     Outcome.REFUSED: LedState.IDLE,
 }
+
+_CONNECTING = {Direction.OUTGOING: LedState.IN_CALL, Direction.INCOMING: LedState.ANSWERING}
+_IN_CALL = {Direction.OUTGOING: LedState.IN_CALL, Direction.INCOMING: LedState.IN_CALL}
 
 #: The LED shown while a call is in each state.
 CALL_LEDS: dict[CallState, dict[Direction, LedState]] = {
     CallState.PREPARING: {Direction.OUTGOING: LedState.CALLING},
     CallState.RINGING: {Direction.OUTGOING: LedState.CALLING},
     CallState.ANSWERING: {Direction.INCOMING: LedState.ANSWERING},
-    CallState.CONNECTING: {Direction.OUTGOING: LedState.IN_CALL, Direction.INCOMING: LedState.ANSWERING},
-    CallState.CONNECTED: {Direction.OUTGOING: LedState.IN_CALL, Direction.INCOMING: LedState.IN_CALL},
+    CallState.CONNECTING: _CONNECTING,
+    CallState.CONNECTING_RENEGOTIATING: _CONNECTING,
+    **{state: _IN_CALL for state in TALKED},
 }
