@@ -20,19 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from intercom.core import (
-    FaultChanged,
     CallState,
     CallTimings,
     CommandSettings,
     CoreSettings,
     DoorCore,
+    FaultChanged,
     HangupRequested,
+    TurnAvailabilityChanged,
 )
 from intercom.matrix import MatrixAdapter, MatrixSettings
 from intercom.media import IceServer, MediaEngine, MediaSettings
 from intercom.orchestrator import Orchestrator, describe_call
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
 from intercom.service.config import Config
+from intercom.service.bootconfig import watch_rejected_card
 from intercom.service.control import ControlServer
 from intercom.service.systemd import Notifier
 from intercom.snapshots import Snapshots, SnapshotStore
@@ -42,9 +44,6 @@ log = logging.getLogger("intercom")
 #: While waiting for the homeserver at start, extend systemd's start timeout by this much, this often.
 START_EXTEND_SECONDS = 60
 START_EXTEND_EVERY = 20
-
-#: Written by the SD-card config import (image-build) when this boot's intercom.toml was rejected.
-BOOT_CONFIG_ERRORS = "/run/intercom-boot-config/errors"
 
 
 def _from_config(settings: type, section: object) -> Any:
@@ -116,7 +115,6 @@ class Service:
         self.notifier = notifier or Notifier()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
-        self._faults: dict[str, str] = {}
 
     async def run(self) -> int:
         config = self.config
@@ -152,24 +150,20 @@ class Service:
             # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
             turn = [IceServer(urls=tuple(t.urls), username=t.username, credential=t.credential)
                     for t in await self.matrix.turn_servers()]
-            self.turn_state = "available" if turn else "none"
+            self._set_turn(bool(turn))
             return turn + stun
 
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
-                                   owner=config.matrix.owner, ring_pictures=config.camera.ring_picture,
-                                   had_turn=lambda: self.turn_state == "available")
-
-        async def call_ended(summary) -> None:
-            await self.snapshots.call_ended(config.matrix.room_id, summary)
-
+                                   owner=config.matrix.owner, ring_pictures=config.camera.ring_picture)
         orchestrator.attach(signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
-                            snapshots=self.snapshots.post, on_call_ended=call_ended)
+                            snapshots=self.snapshots)
         self.control = ControlServer(self.control_path, self._command)
         await self.control.start()
         log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,
                  config.matrix.room_id, " (simulated hardware)" if self.simulate else "")
-        tasks = [asyncio.ensure_future(self._start_and_sync()), asyncio.ensure_future(self._watchdog())]
+        tasks = [asyncio.ensure_future(self._start_and_sync()), asyncio.ensure_future(self._watchdog()),
+                 asyncio.ensure_future(watch_rejected_card(lambda fault: self._set_fault("boot-config", fault)))]
         try:
             await self._stop.wait()
         finally:
@@ -190,9 +184,16 @@ class Service:
             log.error("Matrix stopped: %s (fix the config, then: systemctl restart intercom)", exc)
             self._set_fault("matrix", f"Matrix: {exc}")
 
+    def _set_turn(self, available: bool) -> None:
+        """What the homeserver's TURN endpoint said; the core words the notice of a call with no network path."""
+        state = "available" if available else "none"
+        if state != self.turn_state:
+            self.turn_state = state
+            self.orchestrator.feed(TurnAvailabilityChanged(available=available))
+
     async def _check_turn(self) -> None:
         """Ask once at start whether the homeserver offers TURN; say plainly, once, what its absence means."""
-        self.turn_state = "available" if await self.matrix.turn_servers() else "none"
+        self._set_turn(bool(await self.matrix.turn_servers()))
         if self.turn_state == "none":
             log.warning("the homeserver offers no TURN server: calls with a phone outside the home network will "
                         "often fail to connect. Ask the homeserver's admin to set up TURN (Synapse: turn_uris), "
@@ -206,33 +207,14 @@ class Service:
             if not self.ready.is_set() and time.monotonic() - last_extend >= START_EXTEND_EVERY:
                 self.notifier.extend_timeout(START_EXTEND_SECONDS)
                 last_extend = time.monotonic()
-            self._check_boot_config()
             if interval is not None:
                 self.notifier.watchdog()
             self.notifier.status(self.status_line())
             await asyncio.sleep(min(interval or START_EXTEND_EVERY, START_EXTEND_EVERY))
 
-    def _check_boot_config(self) -> None:
-        """Show the error pattern while the card's rejected intercom.toml is unresolved (it names the problems)."""
-        path = Path(os.environ.get("INTERCOM_BOOT_CONFIG_ERRORS", BOOT_CONFIG_ERRORS))
-        try:
-            problems = path.read_text(errors="replace").strip()
-        except OSError:
-            problems = ""
-        fault = f"the SD card's intercom.toml was rejected: {problems.splitlines()[0]}" if problems else None
-        if fault != self._faults.get("boot-config") and fault:
-            log.error("%s (see intercom-config-errors.txt on the card)", fault)
-        self._set_fault("boot-config", fault)
-
     def _set_fault(self, source: str, fault: str | None) -> None:
         """Record (or clear) one source's fault; the core shows the error pattern while any is set."""
-        if fault is None:
-            self._faults.pop(source, None)
-        else:
-            self._faults[source] = fault
-        joined = "; ".join(self._faults.values()) or None
-        if joined != self.core.fault:
-            self.orchestrator.feed(FaultChanged(fault=joined))
+        self.orchestrator.feed(FaultChanged(fault=fault, source=source))
 
     def status_line(self) -> str:
         core = self.core

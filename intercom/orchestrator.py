@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from intercom.core import notices
 from intercom.core import (
     Action,
     AddRemoteCandidates,
@@ -84,10 +85,13 @@ class Panel(Protocol):
 
 #: Gives the ICE server list for a new peer connection (from the homeserver's TURN endpoint; never None).
 IceServerSource = Callable[[], Awaitable[Sequence[Any]]]
-#: Takes and posts a picture into a room, for a reason (``ring``/``request``); optional.
-SnapshotPoster = Callable[[str, str], Awaitable[Any]]
-#: Told about every finished call (notices); optional.
-CallEndedHook = Callable[[CallSummary], Awaitable[None]]
+
+
+class Pictures(Protocol):
+    """The visitor's pictures in the room (see :class:`intercom.snapshots.Snapshots`)."""
+
+    async def post(self, room_id: str, reason: str) -> Any: ...
+    async def reply_to_ring(self, room_id: str, text: str, no_picture: str) -> None: ...
 
 
 class Orchestrator:
@@ -102,8 +106,7 @@ class Orchestrator:
         self._media: Media
         self._panel: Panel
         self._ice_servers: IceServerSource
-        self._snapshots: SnapshotPoster | None = None
-        self._on_call_ended: CallEndedHook | None = None
+        self._snapshots: Pictures | None = None
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -115,10 +118,10 @@ class Orchestrator:
         self.started_at = time.time()
 
     def attach(self, *, signalling: Signalling, media: Media, panel: Panel, ice_servers: IceServerSource,
-               snapshots: SnapshotPoster | None = None, on_call_ended: CallEndedHook | None = None) -> None:
+               snapshots: Pictures | None = None) -> None:
         """The adapters the core's actions go to; from now on input is fed to the core."""
         self._signalling, self._media, self._panel = signalling, media, panel
-        self._ice_servers, self._snapshots, self._on_call_ended = ice_servers, snapshots, on_call_ended
+        self._ice_servers, self._snapshots = ice_servers, snapshots
         self._attached = True
 
     # --- input ---------------------------------------------------------------------------------------------------
@@ -171,9 +174,16 @@ class Orchestrator:
         match action:
             case SendCallEvent():
                 self._sends.put_nowait(lambda: self._send_call_event(action))
-            case SendNotice(room_id=room_id, text=text):
+            case SendNotice(room_id=room_id, no_picture=no_picture):
+                text = action.text.replace(notices.TIME, time.strftime("%H:%M"))
                 log.info("notice: %s", text)
-                self._sends.put_nowait(lambda: self._signalling.send_notice(room_id, text))
+                pictures = self._snapshots
+                if action.reply_to_ring and pictures is not None:
+                    # Queued behind the ring's picture; waits for it beside the queue, not in it.
+                    self._sends.put_nowait(lambda: self._start(pictures.reply_to_ring(room_id, text, no_picture)))
+                else:
+                    text += no_picture if action.reply_to_ring else ""
+                    self._sends.put_nowait(lambda: self._signalling.send_notice(room_id, text))
             case SetLeds(state=state):
                 log.info("LEDs: %s", state.value)
                 self._panel.show(state)
@@ -184,13 +194,12 @@ class Orchestrator:
                 log.info("door opener pulsed for %g s", seconds)
                 self._panel.pulse_relay(seconds)
             case PostSnapshot(room_id=room_id, reason=reason):
-                if self._snapshots is not None:
-                    self._sends.put_nowait(lambda: self._start_snapshot(room_id, reason))
+                pictures = self._snapshots
+                if pictures is not None:
+                    self._sends.put_nowait(lambda: self._start(pictures.post(room_id, reason)))
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
-                if self._on_call_ended is not None:
-                    self._spawn(self._on_call_ended(summary))
             case Ignored(reason=reason, event_type=event_type, sender=sender):
                 log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
@@ -200,8 +209,9 @@ class Orchestrator:
     async def _send_call_event(self, action: SendCallEvent) -> None:
         await self._signalling.send(action)
 
-    async def _start_snapshot(self, room_id: str, reason: str) -> None:
-        self._spawn(self._snapshots(room_id, reason))
+    async def _start(self, coro: Awaitable[Any]) -> None:
+        """Run ``coro`` beside the send queue, from this point of it on."""
+        self._spawn(coro)
 
     # --- room sends, in order ------------------------------------------------------------------------------------
 

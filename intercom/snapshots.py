@@ -1,10 +1,11 @@
-"""Ring everywhere: a picture of the visitor in the room on every press, missed/declined notices, ``!snapshot``.
+"""Ring everywhere: a picture of the visitor in the room on every press, and on ``!snapshot``.
 
 Many owners' phones cannot take a legacy call (Element X shows "Call not supported"), but every client shows and
 pushes an ordinary image message. So each ring is also an ``m.image`` with the visitor's face, mentioning the owner
 (``m.mentions``) so their push rules notify loudly; in an encrypted room the picture is uploaded encrypted. The
 call never waits for the picture: the picture is taken, uploaded and posted beside the call, and a failure is only
-logged. The last pictures are also kept on the device, within a bound (:class:`SnapshotStore`).
+logged. The last pictures are also kept on the device, within a bound (:class:`SnapshotStore`). Notices that
+refer to a ring (missed, declined: their words and moment are the core's) reply to its picture.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
-
-from intercom.core import CallSummary, Direction, Outcome
 
 log = logging.getLogger("intercom")
 
 RING_TEXT = "Someone is at the door"
 REQUEST_TEXT = "The door now"
-#: How long a missed-call notice waits for the ring's picture to be posted, to refer to it.
+#: How long a notice about a ring waits for the ring's picture to be posted, to refer to it.
 NOTICE_WAITS_FOR_PICTURE = 10.0
 
 
@@ -73,14 +72,11 @@ def _file_or_url(url: str, keys: Mapping[str, Any] | None, mimetype: str) -> dic
 
 
 class Snapshots:
-    """Takes, keeps and posts pictures; posts the missed and declined notices."""
+    """Takes, keeps and posts pictures; replies to the ring's picture."""
 
     def __init__(self, media: StillSource, matrix: Messenger, store: SnapshotStore, *, owner: str,
-                 ring_pictures: bool = True, had_turn: Callable[[], bool] | None = None) -> None:
-        """``had_turn`` tells whether the last call had a TURN server, for the notice of a call that could not
-        connect. (The core asks for the ring's picture once the call's invite is out.)"""
+                 ring_pictures: bool = True) -> None:
         self._media, self._matrix, self._store, self._owner = media, matrix, store, owner
-        self._had_turn = had_turn
         self.ring_pictures = ring_pictures
         self._last_ring: asyncio.Task[str | None] | None = None
 
@@ -124,40 +120,13 @@ class Snapshots:
                    **_file_or_url(url, keys, "image/jpeg"), "m.mentions": {"user_ids": [self._owner]}}
         return await self._matrix.send_event(room_id, "m.room.message", content)
 
-    def _no_path_text(self, summary: CallSummary) -> str:
-        at = time.strftime("%H:%M", time.localtime())
-        who = "from the door" if summary.direction is Direction.OUTGOING else "to the door"
-        if self._had_turn is not None and not self._had_turn():
-            why = ("your homeserver offers no TURN server, and without one a phone outside the home network often "
-                   "cannot reach the door (ask its admin to set up TURN, or add STUN servers under [network])")
-        else:
-            why = "not even through your homeserver's TURN server (is it running, and reachable from both networks?)"
-        return f"Call {who} at {at} could not connect: no network path between the door and the phone; {why}."
-
-    async def call_ended(self, room_id: str, summary: CallSummary) -> None:
-        """A short notice when the door's call rang out or was declined, replying to the ring's picture, and when a
-        call in either direction was answered but could not connect (``ice_failed``), saying why."""
-        if summary.outcome is Outcome.FAILED and summary.reason == "ice_failed":
-            await self._matrix.send_notice(room_id, self._no_path_text(summary))
-            return
-        if summary.outcome is Outcome.COMPLETED and summary.reason in ("ice_timeout", "ice_failed"):
-            at = time.strftime("%H:%M", time.localtime())
-            await self._matrix.send_notice(room_id, (
-                f"The call {'from' if summary.direction is Direction.OUTGOING else 'to'} the door was cut off at "
-                f"{at}: the connection to the phone was lost and could not be restored (for example, the phone "
-                "moved to a network with no path to the door). Call the door again."))
-            return
-        if summary.direction is not Direction.OUTGOING or summary.outcome not in (Outcome.MISSED, Outcome.DECLINED):
-            return
-        at = time.strftime("%H:%M", time.localtime())
-        text = (f"Missed call from the door at {at}: nobody answered." if summary.outcome is Outcome.MISSED
-                else f"Call from the door at {at} was declined.")
+    async def reply_to_ring(self, room_id: str, text: str, no_picture: str) -> None:
+        """Send a notice as a reply to the last ring's picture (waiting a little for it to be posted); without
+        one, send ``text`` with ``no_picture`` added."""
         picture = None
         if self._last_ring is not None:
             try:
                 picture = await asyncio.wait_for(asyncio.shield(self._last_ring), NOTICE_WAITS_FOR_PICTURE)
             except (asyncio.TimeoutError, Exception):
                 picture = None
-        if picture is None:
-            text += " (No picture.)"
-        await self._matrix.send_notice(room_id, text, reply_to=picture)
+        await self._matrix.send_notice(room_id, text if picture is not None else text + no_picture, reply_to=picture)

@@ -45,6 +45,7 @@ from .events import (
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,
+    TurnAvailabilityChanged,
 )
 from .states import CallState, Direction, LedState, Outcome
 

@@ -90,10 +90,17 @@ class OpenDoor:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SendNotice:
-    """Post a short text notice into a room (acknowledgements, refusals)."""
+    """Post a short text notice into a room (acknowledgements, refusals, how a call ended).
+
+    ``{time}`` in ``text`` stands for the local time (HH:MM) at which the notice is sent: the core has no wall
+    clock. With ``reply_to_ring`` the notice replies to the picture of the ring that started the call (waiting a
+    little for it to be posted); when there is no such picture, ``no_picture`` is added to the text instead.
+    """
 
     room_id: str
     text: str
+    reply_to_ring: bool = False
+    no_picture: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

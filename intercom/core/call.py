@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import notices
 from .actions import (
     Action,
     AddRemoteCandidates,
@@ -145,6 +146,8 @@ class Call:
     held: list[tuple[str | None, IceCandidate]] = field(default_factory=list)
     #: The chosen party sent end-of-candidates (until its next offer).
     remote_ended: bool = False
+    #: Whether the homeserver offers TURN (for the notice of a call that found no network path).
+    turn: bool = False
     #: How the call ended, once it has: the summary and the LED it leaves on the panel.
     summary: CallSummary | None = None
     result_led: LedState | None = None
@@ -313,6 +316,22 @@ class End:
         out.append(CallEnded(summary=call.summary))
 
 
+def notice_missed(call: Call, d: Details, now: float, out: list[Action]) -> None:
+    out.append(notices.missed(call.room_id))
+
+
+def notice_declined(call: Call, d: Details, now: float, out: list[Action]) -> None:
+    out.append(notices.declined(call.room_id))
+
+
+def notice_no_path(call: Call, d: Details, now: float, out: list[Action]) -> None:
+    out.append(notices.no_path(call.room_id, call.direction, turn=call.turn))
+
+
+def notice_cut_off(call: Call, d: Details, now: float, out: list[Action]) -> None:
+    out.append(notices.cut_off(call.room_id, call.direction))
+
+
 def effect_name(effect: Effect) -> str:
     """An effect's name, for the diagram and for tests."""
     if isinstance(effect, End):
@@ -369,8 +388,10 @@ def _in_progress(state: CallState) -> dict[tuple[CallState, CallInput], Row]:
     }
 
 
-_ICE_FAILED = End(Outcome.FAILED, "ice_failed", detail="media connection failed")
-_ICE_LOST = End(Outcome.COMPLETED, "ice_timeout", detail="media connection failed")
+_ICE_FAILED = (End(Outcome.FAILED, "ice_failed", detail="media connection failed"), notice_no_path)
+_NOT_CONNECTED = (End(Outcome.FAILED, "ice_failed", detail="media did not connect"), notice_no_path)
+_ICE_LOST = (End(Outcome.COMPLETED, "ice_timeout", detail="media connection failed"), notice_cut_off)
+_STAYED_LOST = (End(Outcome.COMPLETED, "ice_timeout", detail="media stayed disconnected"), notice_cut_off)
 _LONGEST = End(Outcome.COMPLETED, "user_hangup", detail="longest call duration reached")
 _NEGOTIATION_LATE = "renegotiation was not answered in time"
 
@@ -394,9 +415,11 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     **_ends(S.RINGING),
     (S.RINGING, I.ANSWER): Row((apply_answer,), S.CONNECTING),
     (S.RINGING, I.REJECT): Row((select_rejecting_party, End(
-        Outcome.DECLINED, "reject", detail="the owner declined", tell=False)), S.ENDED),
-    (S.RINGING, I.HANGUP): Row((End(Outcome.DECLINED, detail="the owner declined", tell=False),), S.ENDED),
-    (S.RINGING, I.RING_TIMEOUT): Row((End(Outcome.MISSED, "invite_timeout", detail="nobody answered"),), S.ENDED),
+        Outcome.DECLINED, "reject", detail="the owner declined", tell=False), notice_declined), S.ENDED),
+    (S.RINGING, I.HANGUP): Row((End(Outcome.DECLINED, detail="the owner declined", tell=False), notice_declined),
+                               S.ENDED),
+    (S.RINGING, I.RING_TIMEOUT): Row((End(Outcome.MISSED, "invite_timeout", detail="nobody answered"),
+                                      notice_missed), S.ENDED),
     (S.RINGING, I.RIVAL_WINS): Row((End(Outcome.REPLACED, "replaced"),), S.ENDED),
     (S.RINGING, I.RIVAL_LOSES): Row((hang_up_rival,), S.RINGING),
     (S.RINGING, I.LOCAL_CANDIDATES): Row((send_local_candidates,), S.RINGING),
@@ -414,18 +437,16 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     **_in_progress(S.CONNECTING),
     (S.CONNECTING, I.MEDIA_CONNECTED): Row((mark_connected,), S.CONNECTED),
     (S.CONNECTING, I.MEDIA_DISCONNECTED): Row((), S.CONNECTING),
-    (S.CONNECTING, I.MEDIA_LOST): Row((_ICE_FAILED,), S.ENDED),
-    (S.CONNECTING, I.CONNECT_TIMEOUT): Row((End(Outcome.FAILED, "ice_failed", detail="media did not connect"),),
-                                           S.ENDED),
+    (S.CONNECTING, I.MEDIA_LOST): Row(_ICE_FAILED, S.ENDED),
+    (S.CONNECTING, I.CONNECT_TIMEOUT): Row(_NOT_CONNECTED, S.ENDED),
     (S.CONNECTING, I.NEGOTIATE): Row((prepare_negotiation_answer,), S.CONNECTING_RENEGOTIATING),
 
     **_in_progress(S.CONNECTING_RENEGOTIATING),
     (S.CONNECTING_RENEGOTIATING, I.NEGOTIATION_ANSWER_READY): Row((send_negotiation_answer,), S.CONNECTING),
     (S.CONNECTING_RENEGOTIATING, I.MEDIA_CONNECTED): Row((mark_connected,), S.RENEGOTIATING),
     (S.CONNECTING_RENEGOTIATING, I.MEDIA_DISCONNECTED): Row((), S.CONNECTING_RENEGOTIATING),
-    (S.CONNECTING_RENEGOTIATING, I.MEDIA_LOST): Row((_ICE_FAILED,), S.ENDED),
-    (S.CONNECTING_RENEGOTIATING, I.CONNECT_TIMEOUT): Row((End(
-        Outcome.FAILED, "ice_failed", detail="media did not connect"),), S.ENDED),
+    (S.CONNECTING_RENEGOTIATING, I.MEDIA_LOST): Row(_ICE_FAILED, S.ENDED),
+    (S.CONNECTING_RENEGOTIATING, I.CONNECT_TIMEOUT): Row(_NOT_CONNECTED, S.ENDED),
     (S.CONNECTING_RENEGOTIATING, I.NEGOTIATION_TIMEOUT): Row((End(
         Outcome.FAILED, "unknown_error", detail=_NEGOTIATION_LATE),), S.ENDED),
 
@@ -433,7 +454,7 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     **_in_progress(S.CONNECTED),
     (S.CONNECTED, I.MEDIA_CONNECTED): Row((), S.CONNECTED),
     (S.CONNECTED, I.MEDIA_DISCONNECTED): Row((), S.RECONNECTING),
-    (S.CONNECTED, I.MEDIA_LOST): Row((_ICE_LOST,), S.ENDED),
+    (S.CONNECTED, I.MEDIA_LOST): Row(_ICE_LOST, S.ENDED),
     (S.CONNECTED, I.LONGEST_CALL): Row((_LONGEST,), S.ENDED),
     (S.CONNECTED, I.NEGOTIATE): Row((prepare_negotiation_answer,), S.RENEGOTIATING),
 
@@ -441,7 +462,7 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     (S.RENEGOTIATING, I.NEGOTIATION_ANSWER_READY): Row((send_negotiation_answer,), S.CONNECTED),
     (S.RENEGOTIATING, I.MEDIA_CONNECTED): Row((), S.RENEGOTIATING),
     (S.RENEGOTIATING, I.MEDIA_DISCONNECTED): Row((), S.RESTARTING),
-    (S.RENEGOTIATING, I.MEDIA_LOST): Row((_ICE_LOST,), S.ENDED),
+    (S.RENEGOTIATING, I.MEDIA_LOST): Row(_ICE_LOST, S.ENDED),
     (S.RENEGOTIATING, I.LONGEST_CALL): Row((_LONGEST,), S.ENDED),
     (S.RENEGOTIATING, I.NEGOTIATION_TIMEOUT): Row((End(
         Outcome.COMPLETED, "unknown_error", detail=_NEGOTIATION_LATE),), S.ENDED),
@@ -450,20 +471,18 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     **_in_progress(S.RECONNECTING),
     (S.RECONNECTING, I.MEDIA_CONNECTED): Row((), S.CONNECTED),
     (S.RECONNECTING, I.MEDIA_DISCONNECTED): Row((), S.RECONNECTING),
-    (S.RECONNECTING, I.MEDIA_LOST): Row((_ICE_LOST,), S.ENDED),
+    (S.RECONNECTING, I.MEDIA_LOST): Row(_ICE_LOST, S.ENDED),
     (S.RECONNECTING, I.LONGEST_CALL): Row((_LONGEST,), S.ENDED),
-    (S.RECONNECTING, I.RECONNECT_TIMEOUT): Row((End(
-        Outcome.COMPLETED, "ice_timeout", detail="media stayed disconnected"),), S.ENDED),
+    (S.RECONNECTING, I.RECONNECT_TIMEOUT): Row(_STAYED_LOST, S.ENDED),
     (S.RECONNECTING, I.NEGOTIATE): Row((prepare_negotiation_answer,), S.RESTARTING),
 
     **_in_progress(S.RESTARTING),
     (S.RESTARTING, I.NEGOTIATION_ANSWER_READY): Row((send_negotiation_answer,), S.RECONNECTING),
     (S.RESTARTING, I.MEDIA_CONNECTED): Row((), S.RENEGOTIATING),
     (S.RESTARTING, I.MEDIA_DISCONNECTED): Row((), S.RESTARTING),
-    (S.RESTARTING, I.MEDIA_LOST): Row((_ICE_LOST,), S.ENDED),
+    (S.RESTARTING, I.MEDIA_LOST): Row(_ICE_LOST, S.ENDED),
     (S.RESTARTING, I.LONGEST_CALL): Row((_LONGEST,), S.ENDED),
-    (S.RESTARTING, I.RECONNECT_TIMEOUT): Row((End(
-        Outcome.COMPLETED, "ice_timeout", detail="media stayed disconnected"),), S.ENDED),
+    (S.RESTARTING, I.RECONNECT_TIMEOUT): Row(_STAYED_LOST, S.ENDED),
     (S.RESTARTING, I.NEGOTIATION_TIMEOUT): Row((End(
         Outcome.COMPLETED, "unknown_error", detail=_NEGOTIATION_LATE),), S.ENDED),
 }

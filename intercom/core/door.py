@@ -58,6 +58,7 @@ from .events import (
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,
+    TurnAvailabilityChanged,
 )
 from .settings import CallTimings, CoreSettings
 from .states import CALL_LEDS, CallState, Direction, LedState, Outcome
@@ -91,7 +92,9 @@ class DoorCore:
         self._shown_led: LedState | None = None
         #: When the last call (rung or connected) ended: the door may be opened for a while after it.
         self._last_call_ended: float | None = None
-        self._fault: str | None = None
+        #: What needs attention on the device, by source (see FaultChanged).
+        self._faults: dict[str, str] = {}
+        self._turn = False
 
     # --- public view ---------------------------------------------------------------------------------------------
 
@@ -118,8 +121,9 @@ class DoorCore:
 
     @property
     def fault(self) -> str | None:
-        """What needs the owner's attention on the device (see :class:`FaultChanged`), or None."""
-        return self._fault
+        """What needs the owner's attention on the device (see :class:`FaultChanged`): every source's fault, in
+        the order they arose, or None."""
+        return "; ".join(self._faults.values()) or None
 
     @property
     def led(self) -> LedState:
@@ -165,8 +169,14 @@ class DoorCore:
                 self._on_members(event, now, out)
             case HomeserverConnectionChanged(online=online):
                 self._online = online
-            case FaultChanged(fault=fault):
-                self._fault = fault
+            case FaultChanged(fault=None, source=source):
+                self._faults.pop(source, None)
+            case FaultChanged(fault=fault, source=source):
+                self._faults[source] = fault
+            case TurnAvailabilityChanged(available=available):
+                self._turn = available
+                for call in self._calls.values():
+                    call.turn = available
             case LocalOfferReady() | LocalAnswerReady():
                 self._on_description_ready(event, now, out)
             case NegotiationAnswerReady():
@@ -193,7 +203,7 @@ class DoorCore:
     def _new_call(self, call_id: str, direction: Direction, now: float, **peer: object) -> Call:
         s = self.settings
         call = Call(call_id=call_id, direction=direction, peer=s.owner, room_id=s.room_id, wire=self._wire,
-                    timings=s.timings, started_at=now, **peer)
+                    timings=s.timings, started_at=now, turn=self._turn, **peer)
         self._calls[call_id] = call
         self._result = None
         return call
@@ -418,7 +428,7 @@ class DoorCore:
             return CALL_LEDS[call.state][call.direction]
         if self._result is not None:
             return self._result[0]
-        if self._fault is not None:
+        if self._faults:
             return LedState.ERROR
         if not self._online:
             return LedState.OFFLINE

@@ -61,14 +61,23 @@ class HomeserverConnectionChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TurnAvailabilityChanged:
+    """Whether the homeserver offers a TURN server (the notice of a call that found no network path says why)."""
+
+    available: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FaultChanged:
     """Something on the device needs the owner's attention (``fault``), or no longer does (None).
 
+    Each ``source`` (``boot-config``, ``matrix``...) has at most one fault; a new one replaces it, None clears it.
     Example: the SD card's ``intercom.toml`` was rejected at boot. The door keeps working on its previous config;
     the panel shows the error pattern while idle, so the installer notices.
     """
 
     fault: str | None
+    source: str = "device"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +167,7 @@ Event = (
     | TextMessageReceived
     | RoomMembersChanged
     | HomeserverConnectionChanged
+    | TurnAvailabilityChanged
     | FaultChanged
     | LocalOfferReady
     | LocalAnswerReady

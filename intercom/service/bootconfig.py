@@ -31,9 +31,11 @@ ownership is given explicitly, so the whole import runs in tests without root.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import difflib
 import io
+import logging
 import os
 import re
 import shutil
@@ -42,7 +44,7 @@ import subprocess
 import sys
 import tomllib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -63,6 +65,8 @@ __all__ = [
     "import_boot_config",
     "main",
     "nm_keyfile",
+    "rejected_card_fault",
+    "watch_rejected_card",
 ]
 
 #: The file the user writes on the card, what it becomes once applied, and the report of a rejected one.
@@ -610,6 +614,31 @@ def _errors_report(problems: Iterable[ConfigProblem], previous: bool) -> str:
         "",
     ]
     return "\r\n".join(lines)  # CRLF: the file is read on whatever PC the card is put into
+
+
+def rejected_card_fault(path: Path | None = None) -> str | None:
+    """The running door's side: while the card's rejected intercom.toml is unresolved, the fault to show (its
+    first problem; the whole list is in the errors file on the card), else None."""
+    path = path or Path(os.environ.get("INTERCOM_BOOT_CONFIG_ERRORS", "/" + ERRORS_MARKER))
+    try:
+        problems = path.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return f"the SD card's {CARD_NAME} was rejected: {problems.splitlines()[0]}" if problems else None
+
+
+async def watch_rejected_card(report: Callable[[str | None], None], *, every: float = 20.0) -> None:
+    """Call ``report`` with :func:`rejected_card_fault` at once and whenever it changes (checked every ``every``
+    seconds: the import runs at boot, before the door, and a fixed card is imported at the next boot)."""
+    last: object = object()
+    while True:
+        fault = rejected_card_fault()
+        if fault != last:
+            if fault:
+                logging.getLogger("intercom").error("%s (see %s on the card)", fault, ERRORS_NAME)
+            report(fault)
+            last = fault
+        await asyncio.sleep(every)
 
 
 def import_boot_config(card: Path, target: Target, log: TextIO = sys.stdout) -> ImportResult:

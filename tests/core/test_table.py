@@ -25,6 +25,7 @@ from intercom.core import (
     Ignored,
     PostSnapshot,
     SendCallEvent,
+    SendNotice,
 )
 from intercom.core.call import TABLE, TIMERS, Call, Details
 from intercom.core.legacy import LegacyWire
@@ -92,7 +93,9 @@ def check_step(call: Call, what: CallInput, now: float, details: Details = DETAI
     ended = [a for a in actions if isinstance(a, CallEnded)]
     if row.next is CallState.ENDED:
         assert len(ended) == 1 and ended[0].summary.call_id == call.call_id
-        assert actions[-2:] == [CloseMedia(call_id=call.call_id), ended[0]], "end: close media, then CallEnded"
+        at = actions.index(CloseMedia(call_id=call.call_id))
+        assert actions[at + 1] is ended[0], "end: close media, then CallEnded"
+        assert all(isinstance(a, SendNotice) for a in actions[at + 2:]), "only notices follow the end"
         assert call.summary is ended[0].summary and call.result_led is not None
         assert call.timers == {}
     else:

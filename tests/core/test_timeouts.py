@@ -140,3 +140,18 @@ def test_a_device_fault_shows_the_error_pattern_while_idle_but_calls_still_work(
     assert of(core.handle(ButtonPressed(), 2.0), PrepareOffer)  # the door keeps working on its previous config
     assert core.led is LedState.CALLING
     assert of(core.handle(FaultChanged(fault=None), 3.0), SetLeds) == []  # the call's pattern stays
+
+
+def test_faults_are_kept_per_source_and_the_error_pattern_lasts_until_the_last_one_clears():
+    from intercom.core import FaultChanged
+
+    core = make_core()
+    core.handle(FaultChanged(fault="card config rejected", source="boot-config"), 1.0)
+    core.handle(FaultChanged(fault="Matrix: password refused", source="matrix"), 2.0)
+    assert core.fault == "card config rejected; Matrix: password refused" and core.led is LedState.ERROR
+    core.handle(FaultChanged(fault="card config rejected again", source="boot-config"), 3.0)
+    assert core.fault == "card config rejected again; Matrix: password refused"
+    assert of(core.handle(FaultChanged(fault=None, source="boot-config"), 4.0), SetLeds) == []
+    assert core.fault == "Matrix: password refused"
+    assert of(core.handle(FaultChanged(fault=None, source="matrix"), 5.0), SetLeds) == [SetLeds(state=LedState.IDLE)]
+    assert core.fault is None
