@@ -29,11 +29,11 @@ from intercom.core import (
     HangupRequested,
     TurnAvailabilityChanged,
 )
-from intercom.matrix import MatrixAdapter, MatrixSettings
+from intercom.matrix import Credential, MatrixAdapter, MatrixSettings
 from intercom.media import IceServer, MediaEngine, MediaSettings
 from intercom.orchestrator import Orchestrator, describe_call
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
-from intercom.service.config import Config
+from intercom.service.config import Config, PanelConfig
 from intercom.service.bootconfig import watch_rejected_card
 from intercom.service.control import ControlServer
 from intercom.service.systemd import Notifier
@@ -75,8 +75,8 @@ def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = Non
         playback_device=f'intercom_file_speaker:OUT="{sim_dir / "speaker.raw"}"')
 
 
-def panel_pins(config: Config) -> PanelPins:
-    p = config.panel
+def panel_pins(p: PanelConfig) -> PanelPins:
+    """The front panel's wiring from the ``[panel]`` section (which holds its defaults and checks it)."""
     return PanelPins(button=p.button_pin, button_pull_up=p.button_pull_up, debounce_ms=p.debounce_ms,
                      call_led=p.call_led_pin, status_led=p.status_led_pin, relay=p.relay_pin,
                      relay_active_high=p.relay_active_high)
@@ -130,14 +130,14 @@ class Service:
         orchestrator = self.orchestrator = Orchestrator(self.core)
         self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
         # gpiozero's thread calls on_press; the panel has already lit the LED.
-        self.panel = FrontPanel(panel_pins(config), orchestrator.button_pressed_threadsafe,
+        self.panel = FrontPanel(panel_pins(config.panel), orchestrator.button_pressed_threadsafe,
                                 pin_factory=self.pin_factory)
         self.media = MediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
                                  on_state=orchestrator.media_state, on_candidates=orchestrator.local_candidates)
         kind, secret = config.matrix.read_secret()
         self.matrix = MatrixAdapter(MatrixSettings(
             homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,
-            state_dir=state_dir, device_name=config.matrix.device_name, **{kind: secret}),
+            state_dir=state_dir, device_name=config.matrix.device_name, credential=Credential(kind, secret)),
             on_event=orchestrator.feed)
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]

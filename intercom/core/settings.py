@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .commands import CommandSettings
-from .errors import LocalCallError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +34,8 @@ class CallTimings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoreSettings:
-    """Who we are and who we serve."""
+    """Who we are and who we serve. Built from the config file, which checks that the owner is another user than
+    the door."""
 
     user_id: str  #: the door's Matrix user
     owner: str  #: the only user whose calls are answered and who is called
@@ -43,7 +43,3 @@ class CoreSettings:
     party_id: str  #: our ``party_id`` (stable per device)
     timings: CallTimings = field(default_factory=CallTimings)
     commands: CommandSettings = field(default_factory=CommandSettings)
-
-    def __post_init__(self) -> None:
-        if self.user_id == self.owner:
-            raise LocalCallError("the owner must be another user than the door")

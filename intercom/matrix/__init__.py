@@ -2,12 +2,15 @@
 
 - :mod:`~intercom.matrix.client`: :class:`MatrixAdapter` (login, sync loop, sending, reconnecting, TURN).
 - :mod:`~intercom.matrix.routing`: nio events to core events (pure).
-- :mod:`~intercom.matrix.turn`: TURN credentials from the homeserver (pure parsing and cache).
+- :mod:`~intercom.matrix.turn`: TURN credentials from the homeserver (fetching, parsing, cache).
+- :mod:`~intercom.matrix.retry`: the one retry policy for login, sync and send.
+- :mod:`~intercom.matrix.settings`: who the door is on Matrix (built from the config).
 - :mod:`~intercom.matrix.session`: the saved login and the E2EE store directory.
 """
 
-from .client import MatrixAdapter, MatrixSettings
+from .client import MatrixAdapter
 from .errors import MatrixError, MatrixLoginError
+from .settings import Credential, MatrixSettings
 from .turn import TurnServer
 
-__all__ = ["MatrixAdapter", "MatrixError", "MatrixLoginError", "MatrixSettings", "TurnServer"]
+__all__ = ["Credential", "MatrixAdapter", "MatrixError", "MatrixLoginError", "MatrixSettings", "TurnServer"]

@@ -21,10 +21,12 @@ liveness check (age against ``lifetime``) drops old invites. Synapse computes ``
 even one replayed from its two-minute sync cache, and the first request differs from every later one
 (``full_state=true``), so a quick restart does not receive the previous run's cached response either.
 
-Network trouble is never raised. Lost syncs are retried at once, then with a backoff of 0.5 s doubling to 4 s,
-and :class:`~intercom.core.HomeserverConnectionChanged` tells the core (and the LED) while the homeserver is gone.
-Sends retry transient failures and honour ``429`` ``retry_after_ms`` for up to :data:`SEND_BUDGET` seconds, then
-give up and return False. Only credentials the homeserver refuses raise (:class:`~intercom.matrix.errors.MatrixLoginError`).
+Network trouble is never raised; every request is retried by one policy (:mod:`~intercom.matrix.retry`). Lost
+syncs are retried at once, then with a backoff of 0.5 s doubling to 4 s, and
+:class:`~intercom.core.HomeserverConnectionChanged` tells the core (and the LED) while the homeserver is gone.
+Sends retry transient failures and honour ``429`` ``retry_after_ms`` for up to 20 seconds, then give up and return
+False. Only credentials the homeserver refuses raise (:class:`~intercom.matrix.errors.MatrixLoginError`). TURN
+credentials are :mod:`~intercom.matrix.turn`'s business.
 """
 
 from __future__ import annotations
@@ -32,16 +34,14 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -68,7 +68,10 @@ from intercom.core.events import Event
 
 from . import routing, session
 from .errors import MatrixError, MatrixLoginError
-from .turn import TurnAnswer, TurnCache, TurnServer, TurnStatus, parse_turn_response
+from . import retry
+from .retry import TRANSIENT_EXCEPTIONS, Failure
+from .settings import MatrixSettings
+from .turn import TurnServer, TurnSource
 
 log = logging.getLogger(__name__)
 
@@ -88,39 +91,9 @@ SYNC_TIMEOUT_MS = 30_000
 SYNC_GRACE = 15.0
 #: Bound on other requests (s).
 REQUEST_TIMEOUT = 20.0
-#: Reconnect backoff: first delay, growth, ceiling (s). The ceiling bounds how long the door stays offline after
-#: the homeserver is back.
-BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 4.0
-#: How long a send keeps retrying transient failures (s); a call event older than this is no use to anyone.
-SEND_BUDGET = 20.0
-#: At most this many attempts per send; the delays between them start at 0.25 s and double up to BACKOFF_MAX.
-SEND_ATTEMPTS = 10
-SEND_BACKOFF_FIRST = 0.25
 #: Undecryptable events kept for a retry when room keys arrive later (count, seconds).
 UNDECRYPTED_KEEP = 50
 UNDECRYPTED_MAX_AGE = 120.0
-#: Upper bound on honouring a 429's retry_after_ms during the sync loop (s).
-MAX_RATE_LIMIT_WAIT = 30.0
-
-_TRANSIENT_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MatrixSettings:
-    """Who the door is on Matrix. Exactly one of ``password`` and ``access_token``; secrets stay out of ``repr``."""
-
-    homeserver: str  #: base URL, e.g. ``https://matrix.example.org``
-    user_id: str  #: the door's own account
-    room_id: str  #: the one room the door joins when invited, and calls in
-    state_dir: Path | str  #: session and E2EE store (created ``0700``)
-    password: str | None = field(default=None, repr=False)
-    access_token: str | None = field(default=None, repr=False)
-    device_name: str = "Doorbell intercom"
-
-    def __post_init__(self) -> None:
-        if (self.password is None) == (self.access_token is None):
-            raise MatrixError("give the door's Matrix account exactly one of a password and an access token")
 
 
 class _NioClient(AsyncClient):
@@ -146,46 +119,6 @@ class _Undecrypted:
     received: float  # monotonic
 
 
-class _Failure:
-    """Why a request failed, and whether retrying can help."""
-
-    def __init__(self, what: str, *, transient: bool, retry_after: float | None = None, auth: bool = False):
-        self.what, self.transient, self.retry_after, self.auth = what, transient, retry_after, auth
-
-    def __str__(self) -> str:
-        return self.what
-
-    @classmethod
-    def of(cls, result: Any) -> _Failure:
-        if isinstance(result, BaseException):
-            return cls(f"{type(result).__name__}: {result}" if str(result) else type(result).__name__, transient=True)
-        if isinstance(result, ErrorResponse):
-            status = getattr(getattr(result, "transport_response", None), "status", None)
-            text = f"HTTP {status} {result}" if status else str(result)
-            if status == 429 or result.status_code == "M_LIMIT_EXCEEDED":
-                return cls(text, transient=True, retry_after=(result.retry_after_ms or 1000) / 1000)
-            if status == 401 or result.status_code in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
-                return cls(text, transient=False, auth=True)
-            return cls(text, transient=status is None or status >= 500)
-        return cls(f"unexpected answer {type(result).__name__}", transient=True)
-
-
-def send_backoff(attempt: int) -> float:
-    """Delay after failed send attempt number ``attempt`` (1-based)."""
-    return min(BACKOFF_MAX, SEND_BACKOFF_FIRST * 2 ** (attempt - 1))
-
-
-async def _sleep(seconds: float) -> None:
-    await asyncio.sleep(seconds)  # one place, so tests can stand in for the clock
-
-
-def backoff(failures: int) -> float:
-    """Delay before retry number ``failures`` (1-based) of a lost connection: 0 for the first, then doubling."""
-    if failures <= 1:
-        return 0.0
-    return min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 2)) * random.uniform(0.9, 1.0)
-
-
 class MatrixAdapter:
     """The door's Matrix client. ``on_event`` receives core events; it is called from the sync loop and must not
     block (queue them)."""
@@ -204,9 +137,7 @@ class MatrixAdapter:
         self._join_failed = False
         self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
         self._send_lock = asyncio.Lock()
-        self._turn = TurnCache()
-        self._turn_lock = asyncio.Lock()
-        self._turn_task: asyncio.Task[list[TurnServer]] | None = None
+        self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
         self._request: asyncio.Task[Any] | None = None
         self._joined_before: set[str] = set()  # rooms whose complete timeline we have seen since start
         self._closing = False
@@ -246,18 +177,17 @@ class MatrixAdapter:
             self._check_open()
             try:
                 failure = await step()
-            except _TRANSIENT_EXCEPTIONS as exc:
-                failure = _Failure.of(exc)
+            except TRANSIENT_EXCEPTIONS as exc:
+                failure = Failure.of(exc)
             if failure is None:
                 return
             if not failure.transient:
                 raise MatrixLoginError(f"the homeserver refused to let the door {what}: {failure}")
             failures += 1
-            delay = failure.retry_after if failure.retry_after is not None else backoff(failures + 1)
             self._set_online(False, f"cannot {what}: {failure}")
-            await self._pause(min(delay, MAX_RATE_LIMIT_WAIT))
+            await self._pause(retry.START.delay(failures, failure))
 
-    async def _login(self) -> _Failure | None:
+    async def _login(self) -> Failure | None:
         client, s = self._require_client(), self.settings
         saved = session.load_session(self._state_dir)
         if (saved is not None and saved.homeserver == self._homeserver and saved.user_id == s.user_id
@@ -269,7 +199,7 @@ class MatrixAdapter:
             client.access_token = s.access_token
             who = await client.whoami()
             if not isinstance(who, WhoamiResponse):
-                return _Failure.of(who)
+                return Failure.of(who)
             if who.user_id != s.user_id or not who.device_id:
                 raise MatrixLoginError(
                     f"the access token belongs to {who.user_id} (device {who.device_id}), not to {s.user_id}")
@@ -280,7 +210,7 @@ class MatrixAdapter:
             assert s.password is not None
             response = await client.login(password=s.password, device_name=s.device_name)
             if not isinstance(response, LoginResponse):
-                failure = _Failure.of(response)
+                failure = Failure.of(response)
                 if not failure.transient:
                     raise MatrixLoginError(f"the homeserver refused the door's password: {failure}")
                 return failure
@@ -289,18 +219,18 @@ class MatrixAdapter:
         session.save_session(self._state_dir, new)
         return None
 
-    async def _first_sync(self) -> _Failure | None:
+    async def _first_sync(self) -> Failure | None:
         result = await self._sync(timeout_ms=0, full_state=True)
         if isinstance(result, SyncResponse):
             await self._process(result)
             return None
-        failure = _Failure.of(result)
+        failure = Failure.of(result)
         if failure.auth:
             await self._session_refused(failure)
-            return _Failure("log in again", transient=True, retry_after=0.0)
+            return Failure("log in again", transient=True, retry_after=0.0)
         return failure
 
-    async def _session_refused(self, failure: _Failure) -> None:
+    async def _session_refused(self, failure: Failure) -> None:
         """The saved token was refused: with a password, log in again (a new device); without, give up."""
         if self.settings.password is None:
             raise MatrixLoginError(f"the homeserver no longer accepts the door's access token ({failure})")
@@ -343,18 +273,18 @@ class MatrixAdapter:
                     # nio has applied the response and moved past it: log, and keep the door alive.
                     log.exception("Matrix: failed to handle a sync response")
                 continue
-            failure = _Failure.of(result)
+            failure = Failure.of(result)
             if failure.auth:
                 self._set_online(False, f"the homeserver refused the door's session ({failure})")
                 raise MatrixLoginError(f"the homeserver no longer accepts the door's session: {failure}")
             failures += 1
-            if failures == 1 and failure.retry_after is None:
+            delay = retry.SYNC.delay(failures, failure)
+            if delay == 0:
                 # One lost request (a long-poll cut by a proxy, a stale pooled connection) is not an outage yet.
                 log.debug("Matrix: sync failed (%s), retrying at once", failure)
                 continue
             self._set_online(False, str(failure))
-            delay = failure.retry_after if failure.retry_after is not None else backoff(failures)
-            await self._pause(min(delay, MAX_RATE_LIMIT_WAIT))
+            await self._pause(delay)
 
     async def _sync(self, *, timeout_ms: int, full_state: bool) -> Any:
         """One sync request; returns the response, an ErrorResponse, or the exception it failed with."""
@@ -414,7 +344,7 @@ class MatrixAdapter:
                 self._emit(text)
         self._joined_before.update(response.rooms.join)
         self._joined_before.difference_update(response.rooms.leave)
-        self._refresh_turn_if_due()
+        self._turn.refresh_if_due()
 
     def _forward(self, batch: list[CallEventReceived]) -> None:
         kept, dropped = routing.drop_superseded_invites(batch)
@@ -442,8 +372,8 @@ class MatrixAdapter:
             return
         try:
             result: Any = await client.join(room_id)
-        except _TRANSIENT_EXCEPTIONS as exc:
-            result = _Failure.of(exc)
+        except TRANSIENT_EXCEPTIONS as exc:
+            result = Failure.of(exc)
         if isinstance(result, JoinResponse):
             log.info("Matrix: joined the configured room %s", room_id)
             self._join_failed = False
@@ -465,13 +395,13 @@ class MatrixAdapter:
         for what, step in steps:
             try:
                 result = await step()
-            except _TRANSIENT_EXCEPTIONS as exc:
+            except TRANSIENT_EXCEPTIONS as exc:
                 result = exc
             except LocalProtocolError as exc:
                 log.debug("Matrix: could not %s: %s", what, exc)
                 continue
             if isinstance(result, (ErrorResponse, BaseException)):
-                log.warning("Matrix: could not %s (will retry after the next sync): %s", what, _Failure.of(result))
+                log.warning("Matrix: could not %s (will retry after the next sync): %s", what, Failure.of(result))
 
     def _update_facts(self) -> None:
         client = self._require_client()
@@ -525,9 +455,9 @@ class MatrixAdapter:
     async def send(self, action: SendCallEvent) -> bool:
         """Send one call event (encrypted if the room is). Sends are made one at a time, in call order.
 
-        Transient failures are retried for up to :data:`SEND_BUDGET` seconds with the same transaction ID (so the
-        homeserver stores the event once); a 429's ``retry_after_ms`` is honoured. Returns whether the homeserver
-        accepted the event; never raises.
+        Transient failures are retried as :data:`retry.SEND <intercom.matrix.retry.SEND>` says, with the same
+        transaction ID (so the homeserver stores the event once); a 429's ``retry_after_ms`` is honoured. Returns
+        whether the homeserver accepted the event; never raises.
         """
         return await self.send_event(action.room_id, action.event_type, action.content) is not None
 
@@ -551,7 +481,7 @@ class MatrixAdapter:
                 try:
                     result: Any = await client.room_send(action.room_id, action.event_type, dict(action.content),
                                                          tx_id=txn, ignore_unverified_devices=True)
-                except _TRANSIENT_EXCEPTIONS as exc:
+                except TRANSIENT_EXCEPTIONS as exc:
                     result = exc
                 except asyncio.CancelledError:
                     raise
@@ -562,18 +492,18 @@ class MatrixAdapter:
                     level = logging.DEBUG if action.event_type == "m.call.candidates" else logging.INFO
                     log.log(level, "Matrix: sent %s as %s", what, result.event_id)
                     return result.event_id
-                failure = _Failure.of(result)
+                failure = Failure.of(result)
                 if not failure.transient:
                     log.error("Matrix: the homeserver refused %s: %s", what, failure)
                     return None
-                delay = failure.retry_after if failure.retry_after is not None else send_backoff(attempt)
+                delay = retry.SEND.delay(attempt, failure)
                 spent = max(loop.time() - started, waited)
-                if attempt >= SEND_ATTEMPTS or spent + delay > SEND_BUDGET or self._closing:
+                if retry.SEND.gives_up(attempt, spent, delay) or self._closing:
                     log.error("Matrix: gave up sending %s after %d attempts: %s", what, attempt, failure)
                     return None
                 log.log(logging.WARNING if attempt == 1 else logging.DEBUG,
                         "Matrix: sending %s failed (%s); retrying in %.2f s", what, failure, delay)
-                await _sleep(delay)
+                await retry.sleep(delay)
                 waited += delay
 
     async def send_notice(self, room_id: str, text: str, *, reply_to: str | None = None) -> bool:
@@ -593,7 +523,7 @@ class MatrixAdapter:
         try:
             response, keys = await client.upload(io.BytesIO(data), content_type=content_type, filename=filename,
                                                   encrypt=encrypt, filesize=len(data))
-        except _TRANSIENT_EXCEPTIONS as exc:
+        except TRANSIENT_EXCEPTIONS as exc:
             raise MatrixError(f"uploading {filename} failed: {exc}") from exc
         if not isinstance(response, UploadResponse):
             raise MatrixError(f"uploading {filename} failed: {response}")
@@ -608,48 +538,7 @@ class MatrixAdapter:
     async def turn_servers(self) -> list[TurnServer]:
         """The ICE servers for the next call: the homeserver's TURN URIs (UDP first) with fresh credentials, or
         ``[]`` when it offers none. Cached until shortly before the credentials expire; never raises."""
-        loop = asyncio.get_running_loop()
-        if self._turn.fresh(loop.time()):
-            return self._turn.servers(loop.time())
-        async with self._turn_lock:
-            if not self._turn.fresh(loop.time()):
-                answer = await self._fetch_turn()
-                servers = self._turn.update(answer, loop.time())
-                if answer.status is TurnStatus.OK:
-                    log.info("Matrix: TURN credentials for %s, valid %d s", ", ".join(answer.servers[0].urls),
-                             int(answer.ttl))
-                elif answer.status is TurnStatus.ERROR:
-                    log.warning("Matrix: could not get TURN credentials (%s); %s", answer.detail,
-                                "keeping the current ones" if servers else "calls will use no TURN server")
-                else:
-                    log.info("Matrix: no TURN server: %s", answer.detail)
-            return self._turn.servers(loop.time())
-
-    async def _fetch_turn(self) -> TurnAnswer:
-        client = self._client
-        if client is None or not client.access_token:
-            return TurnAnswer(TurnStatus.ERROR, detail="not logged in")
-        try:
-            # nio has no wrapper for this endpoint, and its raw send() adds no Authorization header.
-            response = await client.send("GET", "/_matrix/client/v3/voip/turnServer",
-                                         headers={"Authorization": f"Bearer {client.access_token}"},
-                                         timeout=REQUEST_TIMEOUT)
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            finally:
-                response.release()
-        except _TRANSIENT_EXCEPTIONS as exc:
-            return TurnAnswer(TurnStatus.ERROR, detail=str(_Failure.of(exc)))
-        return parse_turn_response(response.status, body)
-
-    def _refresh_turn_if_due(self) -> None:
-        """Fetch TURN credentials in the background when they are due, so a call never waits for them."""
-        loop = asyncio.get_running_loop()
-        if self._turn.fresh(loop.time()) or (self._turn_task is not None and not self._turn_task.done()):
-            return
-        self._turn_task = asyncio.ensure_future(self.turn_servers())
+        return await self._turn.servers()
 
     # --- shutdown ----------------------------------------------------------------------------------------------
 
@@ -657,11 +546,9 @@ class MatrixAdapter:
         """Stop the sync loop (:meth:`run` returns) and close the connection. Idempotent."""
         self._closing = True
         self._closed.set()
-        for task in (self._request, self._turn_task):
-            if task is not None and not task.done():
-                task.cancel()
-        if self._turn_task is not None:
-            await asyncio.gather(self._turn_task, return_exceptions=True)
+        if self._request is not None and not self._request.done():
+            self._request.cancel()
+        await self._turn.close()
         if self._client is not None:
             await self._client.close()
 

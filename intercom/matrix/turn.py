@@ -1,7 +1,7 @@
 """TURN credentials from the homeserver (``GET /_matrix/client/v3/voip/turnServer``): parsing and caching.
 
-Pure logic, no I/O: :class:`MatrixAdapter.turn_servers <intercom.matrix.client.MatrixAdapter.turn_servers>` does
-the request and feeds the answer to a :class:`TurnCache`.
+:class:`TurnSource` asks (with the adapter's nio client) and keeps the answer in a :class:`TurnCache` (pure logic);
+:meth:`MatrixAdapter.turn_servers <intercom.matrix.client.MatrixAdapter.turn_servers>` hands it out.
 
 What the homeserver answers, and what it means here:
 
@@ -22,12 +22,15 @@ here: UDP first (fastest, what TURN is designed for), then TCP, then TLS; URIs t
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from .retry import TRANSIENT_EXCEPTIONS, Failure
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +158,64 @@ class TurnCache:
                 # Keep what we have while it lasts (servers() stops handing it out at expiry); ask again soon.
                 self._refresh_at = now + ERROR_RETRY
         return self.servers(now)
+
+
+class TurnSource:
+    """Fetches the homeserver's TURN credentials through ``client()`` (the adapter's nio client, or None before
+    login) and caches them; one request at a time, in the background when due."""
+
+    def __init__(self, client: Callable[[], Any], *, timeout: float) -> None:
+        self._client, self._timeout = client, timeout
+        self._cache = TurnCache()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[list[TurnServer]] | None = None
+
+    async def servers(self) -> list[TurnServer]:
+        """The current servers, fetched first if due; never raises."""
+        loop = asyncio.get_running_loop()
+        if self._cache.fresh(loop.time()):
+            return self._cache.servers(loop.time())
+        async with self._lock:
+            if not self._cache.fresh(loop.time()):
+                answer = await self._fetch()
+                servers = self._cache.update(answer, loop.time())
+                if answer.status is TurnStatus.OK:
+                    log.info("Matrix: TURN credentials for %s, valid %d s", ", ".join(answer.servers[0].urls),
+                             int(answer.ttl))
+                elif answer.status is TurnStatus.ERROR:
+                    log.warning("Matrix: could not get TURN credentials (%s); %s", answer.detail,
+                                "keeping the current ones" if servers else "calls will use no TURN server")
+                else:
+                    log.info("Matrix: no TURN server: %s", answer.detail)
+            return self._cache.servers(loop.time())
+
+    def refresh_if_due(self) -> None:
+        """Fetch in the background when due, so that a call never waits for the credentials."""
+        loop = asyncio.get_running_loop()
+        if self._cache.fresh(loop.time()) or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.ensure_future(self.servers())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _fetch(self) -> TurnAnswer:
+        client = self._client()
+        if client is None or not client.access_token:
+            return TurnAnswer(TurnStatus.ERROR, detail="not logged in")
+        try:
+            # nio has no wrapper for this endpoint, and its raw send() adds no Authorization header.
+            response = await client.send("GET", "/_matrix/client/v3/voip/turnServer",
+                                         headers={"Authorization": f"Bearer {client.access_token}"},
+                                         timeout=self._timeout)
+            try:
+                body = await response.json(content_type=None)
+            except ValueError:
+                body = None
+            finally:
+                response.release()
+        except TRANSIENT_EXCEPTIONS as exc:
+            return TurnAnswer(TurnStatus.ERROR, detail=str(Failure.of(exc)))
+        return parse_turn_response(response.status, body)

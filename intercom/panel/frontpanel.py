@@ -97,7 +97,9 @@ class FrontPanel:
 
     Example, on mock pins::
 
-        panel = FrontPanel(PanelPins(), on_press=lambda: print("ding"), pin_factory=make_pin_factory("mock"))
+        pins = PanelPins(button=17, button_pull_up=True, debounce_ms=50, call_led=22, status_led=23, relay=27,
+                         relay_active_high=True)
+        panel = FrontPanel(pins, on_press=lambda: print("ding"), pin_factory=make_pin_factory("mock"))
         panel.show(LedState.IDLE)
         panel.pulse_relay(3.0)
     """

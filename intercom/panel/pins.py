@@ -15,7 +15,8 @@ from .errors import PanelError
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PanelPins:
-    """The panel's wiring. The defaults are the config file's defaults and the pin map in ``hardware/README.md``.
+    """The panel's wiring, built from the config file's ``[panel]`` section, which holds the defaults (the pin map
+    in ``hardware/README.md``) and checks the values (every pin a different GPIO, the debounce time in range).
 
     :param button: the doorbell button's GPIO.
     :param button_pull_up: True when the button connects the pin to ground (the internal pull-up holds it high);
@@ -27,20 +28,13 @@ class PanelPins:
     :param relay_active_high: True when a high pin energises the relay; False for "active-low" relay modules.
     """
 
-    button: int = 17
-    button_pull_up: bool = True
-    debounce_ms: int = 50
-    call_led: int = 22
-    status_led: int = 23
-    relay: int = 27
-    relay_active_high: bool = True
-
-    def __post_init__(self) -> None:
-        used = {"button": self.button, "call_led": self.call_led, "status_led": self.status_led, "relay": self.relay}
-        if len(set(used.values())) != len(used):
-            raise ValueError(f"every panel pin must be a different GPIO, got {used}")
-        if self.debounce_ms < 0:
-            raise ValueError(f"debounce_ms must be 0 or more, not {self.debounce_ms}")
+    button: int
+    button_pull_up: bool
+    debounce_ms: int
+    call_led: int
+    status_led: int
+    relay: int
+    relay_active_high: bool
 
 
 # name -> (module, class, what to install when the module cannot be imported)

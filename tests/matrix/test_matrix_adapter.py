@@ -24,7 +24,7 @@ import pytest
 from nio import BadEvent, Event
 
 from intercom.core import AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged
-from intercom.matrix import MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
+from intercom.matrix import Credential, MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
 from intercom_dev.testbed.synapse import Homeserver
 
 from .conftest import TURN_SHARED_SECRET, TURN_URIS, User
@@ -49,7 +49,7 @@ class Setup:
 
 def door_settings(hs: Homeserver, user: User, room_id: str, state_dir: Path) -> MatrixSettings:
     return MatrixSettings(homeserver=hs.url, user_id=user.user_id, room_id=room_id, state_dir=state_dir,
-                          password=user.password, device_name="test door")
+                          credential=Credential("password", user.password), device_name="test door")
 
 
 @contextlib.asynccontextmanager
@@ -363,7 +363,8 @@ def test_wrong_password_is_an_error_not_a_retry_loop(homeserver, new_user, tmp_p
     async def main() -> None:
         user = new_user("door")
         adapter = MatrixAdapter(MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
-                                               state_dir=tmp_path / "door", password="not the password"),
+                                               state_dir=tmp_path / "door", device_name="test door",
+                                               credential=Credential("password", "not the password")),
                                 lambda event: None)
         try:
             with pytest.raises(MatrixLoginError, match="password"):
@@ -385,7 +386,8 @@ def test_turn_servers_from_the_homeserver(turn_homeserver, new_user, tmp_path):
         # Logged in with an access token this time: the adapter takes the token's device.
         adapter = MatrixAdapter(MatrixSettings(homeserver=turn_homeserver.url, user_id=user.user_id,
                                                room_id="!none:localhost", state_dir=tmp_path / "door",
-                                               access_token=user.access_token), events.append)
+                                               credential=Credential("access_token", user.access_token),
+                                               device_name="test door"), events.append)
         try:
             await adapter.start()
             assert adapter.device_id == user.device_id
@@ -411,7 +413,8 @@ def test_no_turn_configured_is_an_empty_list(homeserver, new_user, tmp_path):
     async def main() -> None:
         user = new_user("door")
         adapter = MatrixAdapter(MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
-                                               state_dir=tmp_path / "door", password=user.password), lambda e: None)
+                                               state_dir=tmp_path / "door", device_name="test door",
+                                               credential=Credential("password", user.password)), lambda e: None)
         try:
             await adapter.start()
             assert await adapter.turn_servers() == []
@@ -444,9 +447,10 @@ def test_a_refused_session(homeserver, new_user, tmp_path, credential):
     as a new device; with an access token it cannot, and says so."""
     async def main() -> None:
         user = new_user("door")
-        secret = {"password": user.password} if credential == "password" else {"access_token": user.access_token}
+        secret = user.password if credential == "password" else user.access_token
         settings = MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
-                                  state_dir=tmp_path / "door", **secret)
+                                  state_dir=tmp_path / "door", credential=Credential(credential, secret),
+                                  device_name="test door")
         first = MatrixAdapter(settings, lambda e: None)
         await first.start()
         old_device = first.device_id

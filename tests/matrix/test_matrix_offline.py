@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from intercom.core import HomeserverConnectionChanged
-from intercom.matrix import MatrixAdapter, MatrixError, MatrixSettings
+from intercom.matrix import Credential, MatrixAdapter, MatrixError, MatrixSettings
 
 from .harness import run, wait_until
 
@@ -22,7 +22,8 @@ def unused_port() -> int:
 def test_start_without_a_homeserver_reports_offline_and_stops_on_close(tmp_path):
     events: list[object] = []
     adapter = MatrixAdapter(MatrixSettings(homeserver=f"http://127.0.0.1:{unused_port()}", user_id="@door:localhost",
-                                           room_id="!room:localhost", state_dir=tmp_path, password="pw"),
+                                           room_id="!room:localhost", state_dir=tmp_path,
+                                           credential=Credential("password", "pw"), device_name="test door"),
                             events.append)
 
     async def main() -> None:

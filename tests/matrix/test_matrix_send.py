@@ -12,7 +12,7 @@ import pytest
 from nio import LocalProtocolError, RoomSendError, RoomSendResponse
 
 from intercom.core import SendCallEvent
-from intercom.matrix import MatrixAdapter, MatrixError, MatrixSettings, client as client_module
+from intercom.matrix import Credential, MatrixAdapter, MatrixSettings, retry
 
 ROOM = "!room:localhost"
 
@@ -52,13 +52,14 @@ def slept(monkeypatch) -> list[float]:
     async def no_wait(seconds: float) -> None:
         delays.append(seconds)
 
-    monkeypatch.setattr(client_module, "_sleep", no_wait)
+    monkeypatch.setattr(retry, "sleep", no_wait)
     return delays
 
 
 def adapter_with(tmp_path, stand_in: StandIn) -> MatrixAdapter:
     adapter = MatrixAdapter(MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@door:localhost", room_id=ROOM,
-                                           state_dir=tmp_path, password="pw"), lambda event: None)
+                                           state_dir=tmp_path, credential=Credential("password", "pw"),
+                                           device_name="test door"), lambda event: None)
     adapter._client = stand_in  # type: ignore[assignment]
     return adapter
 
@@ -93,8 +94,8 @@ def test_local_failures_are_reported_not_raised(tmp_path, slept, problem):
 def test_sending_gives_up_within_its_budget(tmp_path, slept):
     stand_in = StandIn(*[error(503)] * 50)
     assert asyncio.run(adapter_with(tmp_path, stand_in).send(hangup())) is False
-    assert 5 < len(stand_in.calls) <= client_module.SEND_ATTEMPTS
-    assert sum(slept) <= client_module.SEND_BUDGET
+    assert 5 < len(stand_in.calls) <= retry.SEND.attempts
+    assert sum(slept) <= retry.SEND.budget
 
 
 def test_a_rate_limit_longer_than_the_budget_gives_up_at_once(tmp_path, slept):
@@ -129,22 +130,27 @@ def test_sends_go_out_one_at_a_time_in_order(tmp_path):
 
 def test_send_before_start_is_refused(tmp_path):
     adapter = MatrixAdapter(MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@door:localhost", room_id=ROOM,
-                                           state_dir=tmp_path, access_token="t"), lambda event: None)
+                                           state_dir=tmp_path, credential=Credential("access_token", "t"),
+                                           device_name="test door"), lambda event: None)
     assert asyncio.run(adapter.send(hangup())) is False
 
 
-def test_settings_need_exactly_one_credential(tmp_path):
-    for credentials in ({}, {"password": "p", "access_token": "t"}):
-        with pytest.raises(MatrixError):
-            MatrixSettings(homeserver="http://127.0.0.1:1", user_id="@d:x", room_id=ROOM, state_dir=tmp_path,
-                           **credentials)
-    assert "pw" not in repr(MatrixSettings(homeserver="h", user_id="@d:x", room_id=ROOM, state_dir=tmp_path,
-                                           password="pw"))
+def test_settings_hold_exactly_one_credential_and_never_show_its_secret(tmp_path):
+    """One credential by construction (the config file's check makes sure the user gave exactly one)."""
+    for kind, secret in (("password", "pw"), ("access_token", "syt_t0ken")):
+        settings = MatrixSettings(homeserver="h", user_id="@d:x", room_id=ROOM, state_dir=tmp_path,
+                                  credential=Credential(kind, secret), device_name="test door")
+        assert (settings.password, settings.access_token) == ((secret, None) if kind == "password" else (None, secret))
+        assert secret not in repr(settings)
+    for two_or_none in ({"password": "p", "access_token": "t"}, {}):
+        with pytest.raises(TypeError):
+            MatrixSettings(homeserver="h", user_id="@d:x", room_id=ROOM, state_dir=tmp_path, device_name="test door",
+                           **two_or_none)
 
 
 def test_reconnect_backoff():
-    delays = [client_module.backoff(n) for n in range(1, 10)]
+    delays = [retry.backoff(n) for n in range(1, 10)]
     assert delays[0] == 0  # one lost request is retried at once
     assert 0.45 <= delays[1] <= 0.5
     assert all(a <= b * 1.2 for a, b in zip(delays, delays[1:]))
-    assert max(delays) <= client_module.BACKOFF_MAX <= 5.0  # back well within 10 s of the homeserver's return
+    assert max(delays) <= retry.BACKOFF_MAX <= 5.0  # back well within 10 s of the homeserver's return

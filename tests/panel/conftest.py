@@ -15,6 +15,8 @@ from gpiozero.pins.mock import MockFactory
 
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
 
+from .helpers import PINS
+
 
 @pytest.fixture
 def mock_factory() -> Iterator[Any]:
@@ -49,7 +51,7 @@ def make_panel(mock_factory: Any) -> Iterator[Callable[..., tuple[FrontPanel, li
             if on_press is not None:
                 on_press()
 
-        panel = FrontPanel(pins or PanelPins(), record, pin_factory=mock_factory, clock=clock)
+        panel = FrontPanel(pins or PINS, record, pin_factory=mock_factory, clock=clock)
         panels.append(panel)
         return panel, presses
 

@@ -6,6 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from intercom.panel import PanelPins
+
+#: The pin map of hardware/README.md (which is also the config file's default wiring: see test_pins.py).
+PINS = PanelPins(button=17, button_pull_up=True, debounce_ms=50, call_led=22, status_led=23, relay=27,
+                 relay_active_high=True)
+
 
 class FakeClock:
     """A settable monotonic clock for the debouncer: edges happen exactly when the test says."""

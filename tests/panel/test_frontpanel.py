@@ -9,6 +9,7 @@ expected run.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import time
@@ -18,12 +19,11 @@ import gpiozero
 import pytest
 
 from intercom.core.states import LedState
-from intercom.panel import PATTERNS, TICK, FrontPanel, PanelError, PanelPins, make_pin_factory
+from intercom.panel import PATTERNS, TICK, FrontPanel, PanelError, make_pin_factory
 from intercom.panel.patterns import Pattern
 
-from .helpers import FakeClock, history, level_at, rising_edges, start_recording, wait_until
+from .helpers import PINS, FakeClock, history, level_at, rising_edges, start_recording, wait_until
 
-PINS = PanelPins()
 
 
 def pins(factory: Any) -> tuple[Any, Any, Any, Any]:
@@ -111,7 +111,7 @@ def test_a_release_shorter_than_the_debounce_time_is_not_a_new_press(make_panel,
 
 
 def test_a_pull_down_button_is_pressed_by_driving_high(make_panel, mock_factory) -> None:
-    panel, presses = make_panel(PanelPins(button_pull_up=False))
+    panel, presses = make_panel(dataclasses.replace(PINS, button_pull_up=False))
     button = mock_factory.pin(PINS.button)
     button.drive_high()
     assert len(presses) == 1
@@ -354,7 +354,7 @@ def test_close_mid_pulse_switches_the_relay_off(plain_factory) -> None:
 
 
 def test_an_active_low_relay_is_off_when_its_pin_is_high(plain_factory) -> None:
-    with FrontPanel(PanelPins(relay_active_high=False), lambda: None, pin_factory=plain_factory) as panel:
+    with FrontPanel(dataclasses.replace(PINS, relay_active_high=False), lambda: None, pin_factory=plain_factory) as panel:
         relay = plain_factory.pin(PINS.relay)
         assert relay.state and not panel.relay_active
         panel.pulse_relay(0.1)
@@ -414,7 +414,7 @@ def test_a_busy_pin_is_reported_by_role_and_nothing_stays_reserved(make_panel, m
 
 def test_a_pin_that_does_not_exist_is_reported(make_panel) -> None:
     with pytest.raises(PanelError, match="GPIO99 for the call LED"):
-        make_panel(PanelPins(call_led=99))
+        make_panel(dataclasses.replace(PINS, call_led=99))
 
 
 def test_the_panel_is_a_context_manager(mock_factory) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import types
@@ -13,20 +14,20 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from intercom.panel import PIN_FACTORY_NAMES, PanelError, PanelPins, make_pin_factory
 from intercom.service.config import PanelConfig, validate_text
 
+from .helpers import PINS
+
 EXAMPLE_TEXT = files("intercom").joinpath("data/intercom.example.toml").read_text(encoding="utf-8")
 
 
-def test_default_pins_are_the_config_defaults() -> None:
-    config = PanelConfig()
-    assert PanelPins() == PanelPins(
-        button=config.button_pin,
-        button_pull_up=config.button_pull_up,
-        debounce_ms=config.debounce_ms,
-        call_led=config.call_led_pin,
-        status_led=config.status_led_pin,
-        relay=config.relay_pin,
-        relay_active_high=config.relay_active_high,
-    )
+def test_the_config_holds_the_only_default_wiring_and_it_is_the_documented_pin_map() -> None:
+    from intercom.app import panel_pins
+
+    assert panel_pins(PanelConfig()) == PINS
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(PanelPins)), "a second default"
+    custom = panel_pins(PanelConfig(button_pin=5, button_pull_up=False, debounce_ms=80, call_led_pin=6,
+                                    status_led_pin=13, relay_pin=19, relay_active_high=False))
+    assert custom == PanelPins(button=5, button_pull_up=False, debounce_ms=80, call_led=6, status_led=13, relay=19,
+                               relay_active_high=False)
 
 
 def test_the_config_accepts_exactly_the_factory_names_we_know() -> None:
@@ -36,9 +37,11 @@ def test_the_config_accepts_exactly_the_factory_names_we_know() -> None:
         assert flagged == (name not in PIN_FACTORY_NAMES), name
 
 
-def test_pins_must_differ() -> None:
-    with pytest.raises(ValueError, match="different"):
-        PanelPins(call_led=17)
+def test_pins_that_do_not_differ_are_refused_by_the_config_which_is_where_the_panel_gets_them() -> None:
+    text = EXAMPLE_TEXT.replace("call_led_pin = 22", "call_led_pin = 17")
+    assert "call_led_pin = 17" in text
+    assert any(problem.field == "panel.call_led_pin" and "already used" in problem.message
+               for problem in validate_text(text))
 
 
 def test_auto_leaves_the_choice_to_gpiozero() -> None:
