@@ -51,8 +51,8 @@ from typing import Any, TextIO
 
 # The config checker's message helpers and placeholder rule, so [wifi] and [system] problems read exactly like the
 # others, and a placeholder Wi-Fi password is refused like a placeholder Matrix password.
-from intercom.service.config import (PLACEHOLDER, Config, ConfigError, ConfigProblem, Invalid, describe,
-                                     parse_config, read_config_file, toml)
+from intercom.service.checks import PLACEHOLDER, ConfigError, ConfigProblem, Invalid, describe, toml
+from intercom.service.config import Config, parse_config, read_config_file
 
 __all__ = [
     "APPLIED_NAME",
