@@ -12,6 +12,8 @@ from intercom.service.config import load_config
 from intercom_dev.testbed.door import write_config
 from intercom_dev.testbed.phone import Phone
 
+from ..support import wait_until  # noqa: F401 (the tests take it from here)
+
 
 class Setup:
     def __init__(self, homeserver, matrix_users, tmp_path: Path, *, extra: str = "", encrypted: bool = False) -> None:
@@ -48,16 +50,6 @@ async def running_door(setup: Setup):
     finally:
         service.stop()
         await asyncio.wait_for(task, 30)
-
-
-async def wait_until(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def send_text(server, user, room_id: str, body: str) -> None:

@@ -24,6 +24,8 @@ from nio import AsyncClient, LoginResponse, SyncResponse
 from intercom_dev.testbed import synapse
 from intercom_dev.testbed.synapse import Homeserver, MatrixAPIError, SynapseInstallError
 
+from ..support import TURN_URIS
+
 
 # -- without a server ----------------------------------------------------------------------------------------------
 
@@ -105,7 +107,7 @@ def test_turn_homeserver_hands_out_coturn_style_credentials(turn_homeserver: Hom
     before = time.time()
     turn = turn_homeserver.api("GET", "/_matrix/client/v3/voip/turnServer", token=user.access_token)
 
-    assert turn["uris"] == turn_homeserver.turn_uris == ["turn:127.0.0.1:3478?transport=udp", "turn:127.0.0.1:3478?transport=tcp"]
+    assert turn["uris"] == turn_homeserver.turn_uris == TURN_URIS  # as configured, in that order
     assert turn["ttl"] == 3600
     expiry, mxid = turn["username"].split(":", 1)
     assert mxid == user.user_id

@@ -3,8 +3,7 @@
 - ``interop``: runs ``tests/interop/setup`` once per session (installs Chromium and the npm packages, builds the
   page; fast when already done) and serves ``js/dist`` on 127.0.0.1. If the setup fails, every interop test
   fails with its output: a harness that silently skips would hide that the door never talked to js-sdk.
-- ``homeserver`` / ``matrix_users``: this directory's own Synapse (the fixtures of ``tests/integration`` are not
-  visible here) and fresh users on it.
+- ``homeserver`` / ``matrix_users``: the session's Synapse and fresh users on it (``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -13,18 +12,15 @@ import contextlib
 import functools
 import http.server
 import os
-import secrets
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
 
 from .harness import DIST_DIR, HERE, Installation
 
@@ -85,41 +81,6 @@ def serve_pages(address: str) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
-
-
-@pytest.fixture(scope="session")
-def homeserver(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        try:
-            python = ensure_synapse()
-        except SynapseInstallError as err:
-            problem = str(err)
-        else:
-            problem = None
-    if problem is not None:
-        pytest.fail(f"Synapse is needed for the interop tests and could not be installed:\n{problem}", pytrace=False)
-    with Homeserver(tmp_path_factory.mktemp("synapse-interop"), synapse_python=python) as hs:
-        yield hs
-
-
-@dataclass(frozen=True)
-class User:
-    user_id: str
-    password: str
-    access_token: str
-    device_id: str
-
-
-@pytest.fixture
-def matrix_users(homeserver: Homeserver) -> Callable[[str], User]:
-    def make(prefix: str = "user") -> User:
-        localpart = f"{prefix}-{secrets.token_hex(4)}"
-        password = secrets.token_urlsafe(12)
-        user_id, token, device_id = homeserver.register_user(localpart, password)
-        return User(user_id, password, token, device_id)
-
-    return make
 
 
 #: Numbers the tests measured (test name -> {what: value}), printed at the end of the run.

@@ -110,51 +110,29 @@ def test_door_hangs_up_and_js_sdk_ends_with_the_reason(interop, homeserver, rig,
     asyncio.run(main())
 
 
-def test_owner_video_call_is_answered_with_media_both_ways(interop, homeserver, rig, tmp_path, measured):
+@pytest.mark.parametrize("video", [True, False], ids=["video call", "voice call"])
+def test_owner_call_is_answered_with_media_both_ways(interop, homeserver, rig, tmp_path, measured, video):
+    """Element's video button, and its "voice call" (an audio-only offer: the door answers audio only)."""
+
     async def main():
         async with open_browser(interop, tmp_path / "browser") as browser:
             owner = await browser.client("owner")
             await owner.start(homeserver.url, rig.owner)
             async with running_door(rig) as door:
-                call_id = await owner.place(rig.room_id, video=True)
+                call_id = await owner.place(rig.room_id, video=video)
+                invite = await owner.wait_event("m.call.invite", call_id=call_id)
+                assert ("m=video" in invite["content"]["offer"]["sdp"]) == video
                 connected = await owner.wait_state(call_id, "connected")
+                assert connected["type"] == ("video" if video else "voice")
                 answer = await owner.wait_event("m.call.answer", call_id=call_id)
                 assert answer["sender"] == rig.door.user_id and answer["content"]["version"] == "1"
-                stats = await owner.live_media(call_id)
+                # One media section per offered one: audio and video, or audio only.
+                assert answer["content"]["answer"]["sdp"].count("\r\nm=") == (2 if video else 1)
+                stats = await owner.live_media(call_id, video=video)
+                assert (stats["video"] is None) == (not video)
                 peak, _ = await door_hears(door)
                 await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
                 assert door.core.call_id == call_id and door.core.direction.value == "incoming"
-
-                measured["invite_to_connected_ms"] = page_ms(connected, "connected") - page_ms(connected, "invite_sent")
-                media_numbers(stats, measured)
-                measured["door_speaker_peak"] = round(peak, 3)
-
-                await owner.hangup(call_id)
-                await wait_until(lambda: door.core.state.value == "idle", "the door to end the call")
-                assert door.orchestrator.last_call.outcome.value == "completed"
-
-    asyncio.run(main())
-
-
-def test_owner_voice_call_is_answered_with_audio_both_ways(interop, homeserver, rig, tmp_path, measured):
-    """An audio-only offer (Element's "voice call"): the door answers audio only, and nothing crashes."""
-
-    async def main():
-        async with open_browser(interop, tmp_path / "browser") as browser:
-            owner = await browser.client("owner")
-            await owner.start(homeserver.url, rig.owner)
-            async with running_door(rig) as door:
-                call_id = await owner.place(rig.room_id, video=False)
-                invite = await owner.wait_event("m.call.invite", call_id=call_id)
-                assert "m=video" not in invite["content"]["offer"]["sdp"]
-                connected = await owner.wait_state(call_id, "connected")
-                assert connected["type"] == "voice"
-                answer = await owner.wait_event("m.call.answer", call_id=call_id)
-                assert answer["content"]["answer"]["sdp"].count("\r\nm=") == 1  # one audio section, as offered
-                stats = await owner.live_media(call_id, video=False)
-                assert stats["video"] is None
-                peak, _ = await door_hears(door)
-                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
 
                 measured["invite_to_connected_ms"] = page_ms(connected, "connected") - page_ms(connected, "invite_sent")
                 media_numbers(stats, measured)

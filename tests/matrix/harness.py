@@ -12,22 +12,12 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nio import (
-    AsyncClient,
-    AsyncClientConfig,
-    BadEvent,
-    CallEvent,
-    LocalProtocolError,
-    LoginResponse,
-    MegolmEvent,
-    RoomSendResponse,
-    UnknownEvent,
-)
+from nio import BadEvent, CallEvent, LocalProtocolError, MegolmEvent, RoomSendResponse, UnknownEvent
 
 from intercom.core import (
     ButtonPressed,
@@ -44,26 +34,15 @@ from intercom.core import (
 )
 from intercom.matrix import MatrixAdapter, MatrixSettings
 from intercom.matrix.client import SYNC_FILTER
+from intercom_dev.testbed.client import ScriptedClient
 
+from ..support import wait_until
 from .sdp import ANSWER_SDP, OFFER_SDP, STREAM_ID
 
 log = logging.getLogger(__name__)
 
 #: Generous bound on anything that should happen "soon" (a sync round trip is tens of milliseconds).
 WAIT = 20.0
-
-
-async def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def run(main: Any, timeout: float = 90.0) -> None:
@@ -175,52 +154,23 @@ class Received:
     encrypted: bool
 
 
-@dataclass
-class Phone:
-    """A Matrix user's client (matrix-nio with E2EE), syncing in the background and recording call events."""
+class Phone(ScriptedClient):
+    """A Matrix user's client (matrix-nio with E2EE, :class:`~intercom_dev.testbed.client.ScriptedClient`),
+    recording the call events of every room it is in."""
 
-    homeserver: str
-    user_id: str
-    password: str
-    store: Path
-    device_name: str = "test phone"
-    events: list[Received] = field(default_factory=list)
-    undecryptable: list[MegolmEvent] = field(default_factory=list)
+    EVENT_TYPES = (CallEvent, UnknownEvent, BadEvent, MegolmEvent)
+
+    def __init__(self, homeserver: str, user_id: str, password: str, store: Path, device_name: str = "test phone"):
+        super().__init__(homeserver, user_id, password, store_dir=store, device_name=device_name,
+                         sync_filter=SYNC_FILTER, sync_timeout_ms=30_000)
+        self.events: list[Received] = []
+        self.undecryptable: list[MegolmEvent] = []
 
     async def start(self) -> Phone:
-        self.store.mkdir(parents=True, exist_ok=True)
-        # Retries of lost connections capped at 1 s, so the phone is back quickly after a homeserver restart.
-        self.client = AsyncClient(self.homeserver, self.user_id, store_path=str(self.store),
-                                  config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True,
-                                                           max_timeout_retry_wait_time=1.0))
-        response = await self.client.login(self.password, device_name=self.device_name)
-        assert isinstance(response, LoginResponse), response
-        self.client.add_event_callback(self._on_event, (CallEvent, UnknownEvent, BadEvent, MegolmEvent))
-        await self.client.sync(timeout=0, sync_filter=SYNC_FILTER, full_state=True)
-        await self._keys()
-        self._task = asyncio.create_task(self._sync_loop())
+        await super().start()
         return self
 
-    async def _sync_loop(self) -> None:
-        # Not nio's sync_forever: it dies with LocalProtocolError("No key query required.") when a room_send has
-        # queried the keys it had scheduled a query for (a race between the two).
-        while True:
-            await self.client.sync(timeout=30_000, sync_filter=SYNC_FILTER)
-            await self._keys()
-
-    async def _keys(self) -> None:
-        c = self.client
-        steps = [c.send_to_device_messages]
-        steps += [c.keys_upload] if c.should_upload_keys else []
-        steps += [c.keys_query] if c.should_query_keys else []
-        steps += [lambda: c.keys_claim(c.get_users_for_key_claiming())] if c.should_claim_keys else []
-        for step in steps:
-            try:
-                await step()
-            except LocalProtocolError:  # someone else (room_send) did it meanwhile
-                pass
-
-    async def _on_event(self, room: Any, event: Any) -> None:
+    async def on_event(self, room: Any, event: Any) -> None:
         if isinstance(event, MegolmEvent):
             self.undecryptable.append(event)
             return
@@ -252,11 +202,6 @@ class Phone:
 
     async def wait_for(self, event_type: str, call_id: str | None = None, room_id: str | None = None,
                        timeout: float = WAIT) -> Received:
-        found = await wait_until(lambda: self.of_type(event_type, call_id, room_id), timeout,
-                                 what=f"{event_type} at {self.user_id}")
+        found = await wait_until(lambda: self.of_type(event_type, call_id, room_id),
+                                 f"{event_type} at {self.user_id}", timeout=timeout)
         return found[0]
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self.client.close()

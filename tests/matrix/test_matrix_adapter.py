@@ -27,8 +27,9 @@ from intercom.core import AddRemoteCandidates, ApplyAnswer, IceCandidate, PressF
 from intercom.matrix import Credential, MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
 from intercom_dev.testbed.synapse import Homeserver
 
-from .conftest import TURN_SHARED_SECRET, TURN_URIS, User
-from .harness import Door, Phone, run, wait_until
+from ..support import TURN_SHARED_SECRET, TURN_URIS, User
+from ..support import wait_until
+from .harness import Door, Phone, run
 from .sdp import ANSWER_SDP, OFFER_SDP
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -53,10 +54,10 @@ def door_settings(hs: Homeserver, user: User, room_id: str, state_dir: Path) -> 
 
 
 @contextlib.asynccontextmanager
-async def door_and_owner(hs: Homeserver, new_user: Callable[..., User], tmp_path: Path, *,
+async def door_and_owner(hs: Homeserver, matrix_users: Callable[..., User], tmp_path: Path, *,
                          encrypted: bool) -> AsyncIterator[Setup]:
     """The owner's DM with the door (the door joins it itself, being invited), the owner's phone, the door."""
-    door_user, owner = new_user("door"), new_user("owner")
+    door_user, owner = matrix_users("door"), matrix_users("owner")
     room_id = hs.create_dm_room(owner.access_token, door_user.user_id, encrypted=encrypted)
     phone = await Phone(hs.url, owner.user_id, owner.password, tmp_path / "phone").start()
     door = Door(door_settings(hs, door_user, room_id, tmp_path / "door"), owner.user_id)
@@ -84,9 +85,9 @@ def phone_call_id(tag: str) -> str:
 
 
 @ENCRYPTION
-def test_door_invite_reaches_the_phone_complete_and_the_answer_is_selected(homeserver, new_user, tmp_path, encrypted):
+def test_door_invite_reaches_the_phone_complete_and_the_answer_is_selected(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
             s.door.press()
             invite = await s.phone.wait_for("m.call.invite")
             c = invite.content
@@ -126,9 +127,9 @@ def test_door_invite_reaches_the_phone_complete_and_the_answer_is_selected(homes
 
 
 @ENCRYPTION
-def test_owner_invite_is_answered(homeserver, new_user, tmp_path, encrypted):
+def test_owner_invite_is_answered(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
             call_id = phone_call_id("OwnerCallsDoor")
             sent = asyncio.get_running_loop().time()
             await s.phone.send(s.room_id, "m.call.invite", invite_content(call_id, s.door_user.user_id))
@@ -144,9 +145,9 @@ def test_owner_invite_is_answered(homeserver, new_user, tmp_path, encrypted):
 
 
 @ENCRYPTION
-def test_candidates_without_sdp_mid_reach_the_core_intact(homeserver, new_user, tmp_path, encrypted):
+def test_candidates_without_sdp_mid_reach_the_core_intact(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
             call_id = phone_call_id("TrickleNoMid")
             await s.phone.send(s.room_id, "m.call.invite", invite_content(call_id, s.door_user.user_id))
             await s.phone.wait_for("m.call.answer", call_id)
@@ -172,10 +173,10 @@ def test_candidates_without_sdp_mid_reach_the_core_intact(homeserver, new_user, 
     run(main())
 
 
-def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call(homeserver, new_user, tmp_path):
+def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call(homeserver, matrix_users, tmp_path):
     """A new device of the owner appears after the door started: the door must query its keys before it sends."""
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=True) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=True) as s:
             # A first call, declined, so the door has shared a room key before the new device exists.
             s.door.press()
             first = (await s.phone.wait_for("m.call.invite")).content["call_id"]
@@ -207,10 +208,10 @@ def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call(homeserver, new_u
 
 
 @ENCRYPTION
-def test_stranger_in_another_room_is_never_answered(homeserver, new_user, tmp_path, encrypted):
+def test_stranger_in_another_room_is_never_answered(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
-            stranger = new_user("stranger")
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
+            stranger = matrix_users("stranger")
             other_room = homeserver.create_dm_room(stranger.access_token, s.door_user.user_id, encrypted=encrypted)
             # The door was invited; it must not join by itself. A later event in its own room proves it has synced.
             marker = phone_call_id("Marker")
@@ -243,10 +244,10 @@ def test_stranger_in_another_room_is_never_answered(homeserver, new_user, tmp_pa
 
 
 @ENCRYPTION
-def test_room_with_three_members_neither_calls_nor_answers(homeserver, new_user, tmp_path, encrypted):
+def test_room_with_three_members_neither_calls_nor_answers(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
-            third = new_user("third")
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
+            third = matrix_users("third")
             homeserver.api("POST", f"/_matrix/client/v3/rooms/{quote(s.room_id)}/invite",
                            {"user_id": third.user_id}, s.owner.access_token)
             homeserver.join_room(third.access_token, s.room_id)
@@ -275,10 +276,10 @@ def test_room_with_three_members_neither_calls_nor_answers(homeserver, new_user,
 # --- restarts -------------------------------------------------------------------------------------------------------
 
 
-def test_homeserver_restart_while_idle(homeserver, new_user, tmp_path):
+def test_homeserver_restart_while_idle(homeserver, matrix_users, tmp_path):
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=False) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=False) as s:
             await asyncio.to_thread(homeserver.stop)
             await wait_until(lambda: (False in [o for _, o in s.door.connection_changes()]),
                              what="the door to notice the homeserver is gone")
@@ -304,9 +305,9 @@ def test_homeserver_restart_while_idle(homeserver, new_user, tmp_path):
 
 
 @ENCRYPTION
-def test_door_restart_is_the_same_device_and_rings_only_for_live_invites(homeserver, new_user, tmp_path, encrypted):
+def test_door_restart_is_the_same_device_and_rings_only_for_live_invites(homeserver, matrix_users, tmp_path, encrypted):
     async def main() -> None:
-        async with door_and_owner(homeserver, new_user, tmp_path, encrypted=encrypted) as s:
+        async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
             state = tmp_path / "door"
             device = s.door.adapter.device_id
             saved = (state / "session.json").read_text()
@@ -359,9 +360,9 @@ def test_door_restart_is_the_same_device_and_rings_only_for_live_invites(homeser
 # --- logging in ----------------------------------------------------------------------------------------------------
 
 
-def test_wrong_password_is_an_error_not_a_retry_loop(homeserver, new_user, tmp_path):
+def test_wrong_password_is_an_error_not_a_retry_loop(homeserver, matrix_users, tmp_path):
     async def main() -> None:
-        user = new_user("door")
+        user = matrix_users("door")
         adapter = MatrixAdapter(MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
                                                state_dir=tmp_path / "door", device_name="test door",
                                                credential=Credential("password", "not the password")),
@@ -379,9 +380,9 @@ def test_wrong_password_is_an_error_not_a_retry_loop(homeserver, new_user, tmp_p
 # --- TURN ---------------------------------------------------------------------------------------------------------
 
 
-def test_turn_servers_from_the_homeserver(turn_homeserver, new_user, tmp_path):
+def test_turn_servers_from_the_homeserver(turn_homeserver, matrix_users, tmp_path):
     async def main() -> None:
-        user = new_user("door", on=turn_homeserver)
+        user = matrix_users("door", on=turn_homeserver)
         events: list[Any] = []
         # Logged in with an access token this time: the adapter takes the token's device.
         adapter = MatrixAdapter(MatrixSettings(homeserver=turn_homeserver.url, user_id=user.user_id,
@@ -409,9 +410,9 @@ def test_turn_servers_from_the_homeserver(turn_homeserver, new_user, tmp_path):
     run(main())
 
 
-def test_no_turn_configured_is_an_empty_list(homeserver, new_user, tmp_path):
+def test_no_turn_configured_is_an_empty_list(homeserver, matrix_users, tmp_path):
     async def main() -> None:
-        user = new_user("door")
+        user = matrix_users("door")
         adapter = MatrixAdapter(MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
                                                state_dir=tmp_path / "door", device_name="test door",
                                                credential=Credential("password", user.password)), lambda e: None)
@@ -442,11 +443,11 @@ def report(what: str, **seconds: float) -> None:
 
 
 @pytest.mark.parametrize("credential", ["password", "access_token"])
-def test_a_refused_session(homeserver, new_user, tmp_path, credential):
+def test_a_refused_session(homeserver, matrix_users, tmp_path, credential):
     """The saved token stops working (the device was signed out elsewhere): with a password the door logs in again
     as a new device; with an access token it cannot, and says so."""
     async def main() -> None:
-        user = new_user("door")
+        user = matrix_users("door")
         secret = user.password if credential == "password" else user.access_token
         settings = MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
                                   state_dir=tmp_path / "door", credential=Credential(credential, secret),

@@ -10,7 +10,8 @@ import pytest
 from intercom.core import HomeserverConnectionChanged
 from intercom.matrix import Credential, MatrixAdapter, MatrixError, MatrixSettings
 
-from .harness import run, wait_until
+from ..support import wait_until
+from .harness import run
 
 
 def unused_port() -> int:

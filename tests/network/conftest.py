@@ -20,10 +20,11 @@ from pathlib import Path
 import pytest
 
 from intercom_dev.testbed.door import SimulatedDoor, write_config
-from intercom_dev.testbed.synapse import Homeserver, SynapseInstallError, ensure_synapse
+from intercom_dev.testbed.synapse import Homeserver
 
-from ..interop.conftest import DEBIAN_CHROMIUM, SETUP, SETUP_TIMEOUT, User, serve_pages
+from ..interop.conftest import DEBIAN_CHROMIUM, SETUP, SETUP_TIMEOUT, serve_pages
 from ..interop.harness import Installation
+from ..support import register
 from .servers import Certificates, Coturn, make_certificates
 from .topology import CARRIER_LAN, HOME_LAN, SERVER, Host, Topology, missing_tools, write_netns_wrapper
 
@@ -62,15 +63,6 @@ def coturn(network: Network) -> Iterator[Coturn]:
         server.stop()
 
 
-def _synapse_python(pytestconfig: pytest.Config) -> Path:
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        try:
-            return ensure_synapse()
-        except SynapseInstallError as err:
-            pytest.fail(f"Synapse is needed for the network tests and could not be installed:\n{err}", pytrace=False)
-
-
 @contextlib.contextmanager
 def homeserver_on_the_internet(network: Network, python: Path, name: str, turn_uris: list[str]):
     with Homeserver(network.work / name, synapse_python=python, host=SERVER,
@@ -80,29 +72,29 @@ def homeserver_on_the_internet(network: Network, python: Path, name: str, turn_u
 
 
 @pytest.fixture(scope="session")
-def turn_homeserver(pytestconfig, network: Network, coturn: Coturn) -> Iterator[Homeserver]:
+def turn_homeserver(synapse_python: Path, network: Network, coturn: Coturn) -> Iterator[Homeserver]:
     """A homeserver whose ``/voip/turnServer`` hands out the coturn's UDP, TCP and TLS URIs."""
-    with homeserver_on_the_internet(network, _synapse_python(pytestconfig), "synapse-turn", coturn.uris()) as hs:
+    with homeserver_on_the_internet(network, synapse_python, "synapse-turn", coturn.uris()) as hs:
         yield hs
 
 
 @pytest.fixture(scope="session")
-def plain_homeserver(pytestconfig, network: Network) -> Iterator[Homeserver]:
+def plain_homeserver(synapse_python: Path, network: Network) -> Iterator[Homeserver]:
     """A homeserver without TURN (``/voip/turnServer`` answers ``{}``), as many self-hosted ones are."""
-    with homeserver_on_the_internet(network, _synapse_python(pytestconfig), "synapse-plain", []) as hs:
+    with homeserver_on_the_internet(network, synapse_python, "synapse-plain", []) as hs:
         yield hs
 
 
 @pytest.fixture(scope="session")
-def dead_turn_homeserver(pytestconfig, network: Network) -> Iterator[Homeserver]:
+def dead_turn_homeserver(synapse_python: Path, network: Network) -> Iterator[Homeserver]:
     """A homeserver that lists TURN on a port where nothing answers (its TURN server is down)."""
     uris = [f"turn:{SERVER}:3479?transport=udp", f"turn:{SERVER}:3479?transport=tcp"]
-    with homeserver_on_the_internet(network, _synapse_python(pytestconfig), "synapse-dead-turn", uris) as hs:
+    with homeserver_on_the_internet(network, synapse_python, "synapse-dead-turn", uris) as hs:
         yield hs
 
 
 @pytest.fixture(scope="session")
-def page_server(pytestconfig, network: Network) -> Iterator[str]:
+def page_server(pytestconfig: pytest.Config, network: Network) -> Iterator[str]:
     """The interop page, built by ``tests/interop/setup``, served from the server host; returns its URL."""
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
@@ -128,13 +120,6 @@ def phone_browser(network: Network, page_origin: str, host: Host, workdir: Path)
                         ignore_https_errors=True)
 
 
-def new_user(hs: Homeserver, prefix: str) -> User:
-    localpart = f"{prefix}-{secrets.token_hex(4)}"
-    password = secrets.token_urlsafe(12)
-    user_id, token, device_id = hs.register_user(localpart, password)
-    return User(user_id, password, token, device_id)
-
-
 @dataclass
 class DoorRig:
     """A door account, the owner and their room on ``hs``; :meth:`start` runs the door on the home network."""
@@ -145,8 +130,8 @@ class DoorRig:
     extra: str = ""
 
     def __post_init__(self) -> None:
-        self.door_user = new_user(self.hs, "door")
-        self.owner = new_user(self.hs, "owner")
+        self.door_user = register(self.hs, "door")
+        self.owner = register(self.hs, "owner")
         self.room_id = self.hs.create_dm_room(self.owner.access_token, self.door_user.user_id)
         self.hs.join_room(self.door_user.access_token, self.room_id)
         self.config = write_config(self.directory, homeserver=self.hs.url, user_id=self.door_user.user_id,

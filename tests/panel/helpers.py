@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from intercom.panel import PanelPins
@@ -60,11 +59,3 @@ def level_at(changes: list[tuple[float, bool]], t: float) -> bool:
 
 def rising_edges(changes: list[tuple[float, bool]]) -> list[float]:
     return [at for (at, state), (_, before) in zip(changes[1:], changes) if state and not before]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (generous: test machines get busy)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)

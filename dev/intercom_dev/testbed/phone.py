@@ -26,8 +26,6 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 from nio import (
-    AsyncClient,
-    AsyncClientConfig,
     BadEvent,
     CallEvent,
     MegolmEvent,
@@ -37,6 +35,8 @@ from nio import (
     RoomMessageText,
     UnknownEvent,
 )
+
+from .client import ScriptedClient
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +92,16 @@ def _party_id() -> str:
     return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(10))
 
 
-class Phone:
+class Phone(ScriptedClient):
     """The owner's phone. ``events`` collects every call event it sees, as ``(type, sender, content)``."""
+
+    EVENT_TYPES = (CallEvent, UnknownEvent, BadEvent, RoomMessageText, RoomMessageNotice, RoomMessageImage,
+                   RoomEncryptedImage, MegolmEvent)
 
     def __init__(self, homeserver: str, user_id: str, password: str, room_id: str, *, store_dir: Path,
                  ice_hosts: tuple[str, ...] = ("127.0.0.1",)) -> None:
-        self.user_id, self.room_id = user_id, room_id
-        self._password = password
-        store_dir.mkdir(parents=True, exist_ok=True)
-        self.client = AsyncClient(homeserver, user_id, store_path=str(store_dir),
-                                  config=AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True))
+        super().__init__(homeserver, user_id, password, store_dir=store_dir)
+        self.room_id = room_id
         self.events: list[tuple[str, str, dict[str, Any]]] = []
         #: (event type, call_id, origin_server_ts in ms) of every call event, for benchmarks.
         self.server_times: list[tuple[str, str, int]] = []
@@ -109,7 +109,6 @@ class Phone:
         #: (sender, content, time.monotonic() of arrival) of every picture posted in the room.
         self.images: list[tuple[str, dict[str, Any], float]] = []
         self._changed = asyncio.Event()
-        self._sync_task: asyncio.Task | None = None
         self._ice_hosts = ice_hosts
         self.pc: RTCPeerConnection | None = None
         self.call_id: str | None = None
@@ -120,35 +119,7 @@ class Phone:
 
     # --- Matrix --------------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        await self.client.login(self._password, device_name="scripted phone")
-        self.client.add_event_callback(self._on_event, (CallEvent, UnknownEvent, BadEvent, RoomMessageText,
-                                                        RoomMessageNotice, RoomMessageImage, RoomEncryptedImage,
-                                                        MegolmEvent))
-        await self.client.sync(timeout=0, full_state=True)
-        await self._keys()
-        self._sync_task = asyncio.ensure_future(self._sync_forever())
-
-    async def _keys(self) -> None:
-        if self.client.should_upload_keys:
-            await self.client.keys_upload()
-        if self.client.should_query_keys:
-            await self.client.keys_query()
-        if self.client.should_claim_keys:
-            await self.client.keys_claim(self.client.get_users_for_key_claiming())
-
-    async def _sync_forever(self) -> None:
-        while True:
-            try:
-                await self.client.sync(timeout=3000)
-                await self._keys()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the homeserver may be restarting in a test
-                log.debug("phone sync failed: %s", exc)
-                await asyncio.sleep(0.5)
-
-    async def _on_event(self, room, event) -> None:
+    async def on_event(self, room, event) -> None:
         if room.room_id != self.room_id:
             return
         source = getattr(event, "source", {}) or {}
@@ -275,7 +246,4 @@ class Phone:
 
     async def close(self) -> None:
         await self.close_media()
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
-        await self.client.close()
+        await super().close()
