@@ -21,9 +21,10 @@ What the engine decides so that the peers at the other end work (shared notes, p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiortc import (
@@ -149,16 +150,10 @@ class MediaEngine:
     async def create_offer(self, call_id: str, ice_servers: Sequence[IceServer]) -> LocalDescription:
         """Start an outgoing call: a new peer connection with microphone and camera, and its offer."""
         call = self._new_call(call_id, ice_servers)
-        try:
+        async with self._closed_on_failure(call_id, "creating the offer"):
             self._add_audio(call)
             self._add_video(call, offered=True)
             return await self._set_local(call, await call.pc.createOffer())
-        except MediaError:
-            await self.close(call_id)
-            raise
-        except Exception as exc:
-            await self.close(call_id)
-            raise MediaError(f"call {call_id}: creating the offer failed: {exc}") from exc
 
     async def create_answer(
         self, call_id: str, offer_sdp: str, ice_servers: Sequence[IceServer]
@@ -172,7 +167,7 @@ class MediaEngine:
         if "audio" not in kinds and "video" not in kinds:
             raise MediaError(f"call {call_id}: the offer has no audio or video section")
         call = self._new_call(call_id, ice_servers)
-        try:
+        async with self._closed_on_failure(call_id, "answering the offer"):
             # Transceivers are created in the offer's order before setRemoteDescription, which adopts them; this
             # is the only way to give the answer our video codec preference (H.264 first).
             for kind in kinds:
@@ -182,12 +177,18 @@ class MediaEngine:
                     self._add_video(call, offered=False)
             await call.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             return await self._set_local(call, await call.pc.createAnswer())
+
+    @contextlib.asynccontextmanager
+    async def _closed_on_failure(self, call_id: str, what: str) -> AsyncIterator[None]:
+        """Building a call's media: on any failure, close what was built and raise :class:`MediaError`."""
+        try:
+            yield
         except MediaError:
             await self.close(call_id)
             raise
         except Exception as exc:
             await self.close(call_id)
-            raise MediaError(f"call {call_id}: answering the offer failed: {exc}") from exc
+            raise MediaError(f"call {call_id}: {what} failed: {exc}") from exc
 
     async def apply_answer(self, call_id: str, answer_sdp: str) -> None:
         """Apply the peer's answer to our offer."""
