@@ -239,6 +239,7 @@ class Service:
             "last_call": None if last is None else {
                 "summary": describe_call(last), "call_id": last.call_id, "direction": last.direction.value,
                 "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
+            "last_opening": self.orchestrator.last_opening,
         }
 
     async def _command(self, command: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from intercom.errors import IntercomError
 
@@ -72,6 +73,10 @@ def _control(args: argparse.Namespace) -> int:
             print(f"network:    {reply['network_warning']}")
         last = reply.get("last_call")
         print(f"last call:  {last['summary'] if last else 'none since start'}")
+        opened = reply.get("last_opening")
+        if opened:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(opened["at"]))
+            print(f"last opened: {when} by {opened['by']} (ring {opened['call_id']})")
     return 0
 
 

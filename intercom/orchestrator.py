@@ -115,6 +115,8 @@ class Orchestrator:
         self._tasks: set[asyncio.Task] = set()
         self._sender = self._spawn(self._run_sender())
         self.last_call: CallSummary | None = None
+        #: The last time the door was opened, for ``intercom status``: when (wall clock), by whom, for which ring.
+        self.last_opening: dict[str, Any] | None = None
         self.started_at = time.time()
 
     def attach(self, *, signalling: Signalling, media: Media, panel: Panel, ice_servers: IceServerSource,
@@ -190,8 +192,9 @@ class Orchestrator:
             case PressFeedback(accepted=accepted, reason=reason):
                 log.info("button pressed%s", "" if accepted and not reason else f" ({reason})")
                 self._panel.feedback(accepted)
-            case OpenDoor(seconds=seconds):
-                log.info("door opener pulsed for %g s", seconds)
+            case OpenDoor(seconds=seconds, by=by, call_id=call_id):
+                log.warning("door opened for %g s by %s, for the ring of call %s", seconds, by or "-", call_id or "-")
+                self.last_opening = {"at": time.time(), "by": by, "call_id": call_id, "seconds": seconds}
                 self._panel.pulse_relay(seconds)
             case PostSnapshot(room_id=room_id, reason=reason):
                 pictures = self._snapshots

@@ -83,9 +83,11 @@ class CloseMedia:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OpenDoor:
-    """Pulse the door-opener relay for ``seconds``."""
+    """Pulse the door-opener relay for ``seconds``: ``by`` asked for it, for the ring of ``call_id``."""
 
     seconds: float
+    by: str = ""
+    call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,8 +19,14 @@ class Command(enum.Enum):
 class CommandSettings:
     open_command: str = "!open"
     snapshot_command: str = "!snapshot"
-    #: The door opens only while a call rings or runs, or within this many seconds after it ended.
+    #: The door opens only while a visitor's ring (the door's own call) rings or runs, or within this many seconds
+    #: after it ended.
     open_window: float = 60.0
+    #: Whether the owner's own calls to the door open that window too (off: a commercial intercom's rule, the
+    #: door is opened for someone who rang).
+    open_after_owner_call: bool = False
+    #: How many times one ring may open the door.
+    openings_per_ring: int = 3
     #: How long the relay is energised.
     relay_pulse: float = 3.0
     #: Commands older than this are ignored: a replayed ``!open`` from history must never open the door.

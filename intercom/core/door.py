@@ -21,6 +21,7 @@ rows and is reported the same way, so the service never stops because of what a 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -74,6 +75,15 @@ _MEDIA_INPUTS = {MediaState.CONNECTED: CallInput.MEDIA_CONNECTED, MediaState.DIS
                  MediaState.FAILED: CallInput.MEDIA_LOST}
 
 
+@dataclass(slots=True)
+class _OpenWindow:
+    """The ring that may open the door (see :class:`~intercom.core.commands.CommandSettings`)."""
+
+    call_id: str
+    ended_at: float | None = None  #: None while the call runs
+    openings: int = 0
+
+
 class DoorCore:
     """The call logic of one door. See the module docstring for how to drive it."""
 
@@ -90,8 +100,8 @@ class DoorCore:
         self._pending: OrderedDict[str, list[tuple[str | None, IceCandidate]]] = OrderedDict()
         self._result: tuple[LedState, float] | None = None
         self._shown_led: LedState | None = None
-        #: When the last call (rung or connected) ended: the door may be opened for a while after it.
-        self._last_call_ended: float | None = None
+        #: The ring that may open the door: while it runs and for ``open_window`` after it ended.
+        self._opener: _OpenWindow | None = None
         #: What needs attention on the device, by source (see FaultChanged).
         self._faults: dict[str, str] = {}
         self._turn = False
@@ -149,12 +159,16 @@ class DoorCore:
         try:
             self._expire(now, out)
             self._dispatch(event, now, out)
+            self._update_leds(now, out)
         except Exception as exc:  # a bug in the core: end the calls through the table, keep the service
             what = f"internal error handling {type(event).__name__}"
             out.append(Ignored(reason=f"{what}: {exc!r}"))
             for call in list(self._calls.values()):
                 self._end_after_error(call, now, out, what)
-        self._update_leds(now, out)
+            try:
+                self._update_leds(now, out)
+            except Exception as again:  # the panel state itself is broken: say so, keep the service
+                out.append(Ignored(reason=f"internal error choosing the LEDs: {again!r}"))
         return out
 
     def _dispatch(self, event: Event, now: float, out: list[Action]) -> None:
@@ -216,7 +230,8 @@ class DoorCore:
 
     def _leave(self, call: Call, now: float) -> None:
         self._calls.pop(call.call_id, None)
-        self._last_call_ended = now
+        if self._opener is not None and self._opener.call_id == call.call_id:
+            self._opener.ended_at = now
         self._remember_finished(call.call_id)
         self._result = (call.result_led or LedState.ERROR, now + self.settings.timings.ended_display)
 
@@ -258,6 +273,7 @@ class DoorCore:
             out.append(Ignored(reason=f"press not turned into a call: {problem}"))
             return
         call = self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now)
+        self._opener = _OpenWindow(call.call_id)
         out.append(PressFeedback(accepted=True))
         self._step(call, CallInput.PLACE, now, out)
 
@@ -284,22 +300,31 @@ class DoorCore:
         if event.sender != self.settings.owner or event.room_id != self.settings.room_id:
             return out.append(Ignored(reason=f"{command.value} command not from the owner in the configured room",
                                       event_type="m.room.message", sender=str(event.sender)[:255]))
-        if (event.age_ms or 0) > cmds.max_age * 1000:
-            return out.append(Ignored(reason=f"{command.value} command is too old to act on",
+        if event.age_ms is None or event.age_ms > cmds.max_age * 1000:
+            return out.append(Ignored(reason=f"{command.value} command is too old to act on (or of unknown age)",
                                       event_type="m.room.message", sender=event.sender))
         room = self.settings.room_id
+        problem = self.room_problem()
+        if problem is not None:  # the camera's picture goes only where a call may go: the door's private room
+            return out.append(Ignored(reason=f"{command.value} command refused: {problem}",
+                                      event_type="m.room.message", sender=event.sender))
         if command is Command.SNAPSHOT:
             return out.append(PostSnapshot(room_id=room, reason="request"))
-        in_window = bool(self._calls) or (
-            self._last_call_ended is not None and now - self._last_call_ended <= cmds.open_window)
-        if in_window:
-            out.append(OpenDoor(seconds=cmds.relay_pulse))
-            out.append(SendNotice(room_id=room, text=f"Door opened for {cmds.relay_pulse:g} s."))
-        else:
+        window = self._opener
+        if window is None or (window.ended_at is not None and now - window.ended_at > cmds.open_window):
             out.append(SendNotice(room_id=room, text=(
-                f"Not opened: the door opens only during a call or within {cmds.open_window:g} s after one.")))
-            out.append(Ignored(reason="open command outside a call", event_type="m.room.message",
-                               sender=event.sender))
+                "Not opened: the door opens only during a call from the door (someone rang) or within "
+                f"{cmds.open_window:g} s after one.")))
+            return out.append(Ignored(reason="open command without a visitor's ring", event_type="m.room.message",
+                                      sender=event.sender))
+        if window.openings >= cmds.openings_per_ring:
+            out.append(SendNotice(room_id=room, text=(
+                f"Not opened: the door was already opened {window.openings} times for this ring.")))
+            return out.append(Ignored(reason="open command over the limit of openings per ring",
+                                      event_type="m.room.message", sender=event.sender))
+        window.openings += 1
+        out.append(OpenDoor(seconds=cmds.relay_pulse, by=event.sender, call_id=window.call_id))
+        out.append(SendNotice(room_id=room, text=f"Door opened for {cmds.relay_pulse:g} s."))
 
     # --- media inputs --------------------------------------------------------------------------------------------
 
@@ -347,6 +372,10 @@ class DoorCore:
         if call is None:
             if isinstance(msg, messages.Candidates) and self._may_hold(event):
                 return self._hold_pending(msg)
+            if isinstance(msg, (messages.Hangup, messages.Reject)) and self._may_hold(event):
+                # The end of a call whose invite has not arrived (yet): when it does, it is a dead call.
+                self._remember_finished(msg.call_id)
+                return ignore(f"call {msg.call_id} ended before its invite arrived; its invite will be ignored")
             return ignore(f"not about the current call ({msg.call_id})")
         if event.sender != call.peer or event.room_id != call.room_id:
             return ignore("not from the owner in the configured room")
@@ -361,7 +390,8 @@ class DoorCore:
                    ignore: Callable[[str], None]) -> None:
         s = self.settings
         if policy.invite_expired(age_ms=event.age_ms, lifetime_ms=msg.lifetime_ms):
-            return ignore(f"invite {msg.call_id} has expired")
+            return ignore(f"invite {msg.call_id} has expired" if event.age_ms is not None
+                          else f"invite {msg.call_id} has no age, so it may be a replay: treated as expired")
         if msg.invitee is not None and msg.invitee != s.user_id:
             return ignore(f"invite {msg.call_id} is for {msg.invitee}")
         if msg.call_id in self._finished or msg.call_id in self._calls:
@@ -386,6 +416,8 @@ class DoorCore:
 
         call = self._new_call(msg.call_id, Direction.INCOMING, now, peer_party=msg.party_id, peer_chosen=True,
                               peer_v1=msg.v1, held=self._pending.pop(msg.call_id, []))
+        if s.commands.open_after_owner_call:
+            self._opener = _OpenWindow(call.call_id)
         self._step(call, CallInput.TAKE, now, out, Details(sdp=msg.offer_sdp))
 
     def _refuse_invite(self, msg: messages.Invite, event: CallEventReceived, now: float, out: list[Action],

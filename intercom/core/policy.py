@@ -39,8 +39,9 @@ def room_problem(facts: RoomFacts | None, *, user_id: str, owner: str) -> str | 
 
 
 def invite_expired(*, age_ms: int | None, lifetime_ms: int) -> bool:
-    """The spec's liveness rule: an invite is live while its age is under its lifetime."""
-    return (age_ms or 0) + RING_GRACE_MS >= lifetime_ms
+    """The spec's liveness rule: an invite is live while its age is under its lifetime. An invite of unknown age
+    (no ``unsigned.age``) is not live: it could be a replay from any time."""
+    return age_ms is None or age_ms + RING_GRACE_MS >= lifetime_ms
 
 
 def caller_problem(*, sender: str, room_id: str, owner: str, configured_room: str, room: str | None) -> str | None:

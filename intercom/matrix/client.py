@@ -96,6 +96,16 @@ UNDECRYPTED_KEEP = 50
 UNDECRYPTED_MAX_AGE = 120.0
 
 
+#: systemd-timesyncd (and chrony's helper) create this once the clock has been synchronised since boot.
+CLOCK_SYNCHRONISED = Path("/run/systemd/timesync/synchronized")
+
+
+def synced_now_ms() -> int | None:
+    """The wall clock in ms when it is known to be right (a Pi has no RTC: at boot it may be days behind), else
+    None, so that an event's server timestamp is only trusted as its age when the clock can be."""
+    return int(time.time() * 1000) if CLOCK_SYNCHRONISED.exists() else None
+
+
 class _NioClient(AsyncClient):
     """nio's client, keeping the raw timeline events of the last sync before nio replaces encrypted ones by their
     decrypted form (which loses ``unsigned.age``)."""
@@ -330,10 +340,10 @@ class MatrixAdapter:
                 if isinstance(event, MegolmEvent):
                     self._remember_undecrypted(room_id, event, envelope)
                     continue
-                converted = routing.to_core_event(room_id, event, envelope)
+                converted = routing.to_core_event(room_id, event, envelope, now_ms=synced_now_ms())
                 if converted is not None:
                     batch.append(converted)
-                elif (text := routing.to_text_event(room_id, event, envelope)) is not None:
+                elif (text := routing.to_text_event(room_id, event, envelope, now_ms=synced_now_ms())) is not None:
                     texts.append(text)
             if info.timeline.limited and room_id in self._joined_before:
                 log.warning("Matrix: more than %d events arrived in %s since the last sync; older ones were skipped",
@@ -440,7 +450,7 @@ class MatrixAdapter:
             except Exception:  # nio raises EncryptionError and friends when the key is still missing
                 self._undecrypted.append(item)
                 continue
-            converted = routing.to_core_event(item.room_id, decrypted, item.envelope)
+            converted = routing.to_core_event(item.room_id, decrypted, item.envelope, now_ms=synced_now_ms())
             if converted is not None:
                 held = int((now - item.received) * 1000)
                 age = None if converted.age_ms is None else converted.age_ms + held

@@ -31,18 +31,24 @@ INVITE = "m.call.invite"
 _SETTLING = frozenset({"m.call.answer", "m.call.reject", "m.call.hangup", "m.call.select_answer"})
 
 
-def event_age(source: Mapping[str, Any] | None) -> int | None:
-    """``unsigned.age`` of a raw event, if it is a sane integer (milliseconds)."""
+def event_age(source: Mapping[str, Any] | None, now_ms: int | None = None) -> int | None:
+    """``unsigned.age`` of a raw event, if it is a sane integer (milliseconds). Without one, and only when
+    ``now_ms`` is given (the door's clock is known to be synchronised), the age from ``origin_server_ts``.
+    None: the age is unknown, and the core treats such an event as not fresh."""
     if not isinstance(source, Mapping):
         return None
     unsigned = source.get("unsigned")
     age = unsigned.get("age") if isinstance(unsigned, Mapping) else None
-    if isinstance(age, bool) or not isinstance(age, int) or age < 0:
+    if not isinstance(age, bool) and isinstance(age, int) and age >= 0:
+        return age
+    sent = source.get("origin_server_ts")
+    if now_ms is None or isinstance(sent, bool) or not isinstance(sent, int):
         return None
-    return age
+    return max(0, now_ms - sent)
 
 
-def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None) -> CallEventReceived | None:
+def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
+                  now_ms: int | None = None) -> CallEventReceived | None:
     """The core event for one nio timeline event, or None when it is not an ``m.call.*`` event.
 
     ``event`` is whatever nio produced (typed, ``UnknownEvent``, ``BadEvent``, a decrypted event); ``envelope``
@@ -66,12 +72,13 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         sender=sender,
         event_type=event_type,
         content=content if isinstance(content, Mapping) else {},
-        age_ms=event_age(outer),
+        age_ms=event_age(outer, now_ms),
         event_id=event_id if isinstance(event_id, str) else None,
     )
 
 
-def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None) -> TextMessageReceived | None:
+def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
+                  now_ms: int | None = None) -> TextMessageReceived | None:
     """A text message (``m.room.message`` with ``msgtype`` ``m.text``) as a core event, for owner commands."""
     source = getattr(event, "source", None)
     if not isinstance(source, Mapping) or source.get("type") != "m.room.message":
@@ -83,7 +90,8 @@ def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
     sender = outer.get("sender") or source.get("sender")
     if not isinstance(sender, str):
         return None
-    return TextMessageReceived(room_id=room_id, sender=sender, body=content.get("body"), age_ms=event_age(outer))
+    return TextMessageReceived(room_id=room_id, sender=sender, body=content.get("body"),
+                              age_ms=event_age(outer, now_ms))
 
 
 def _call_id(event: CallEventReceived) -> str | None:

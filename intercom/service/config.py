@@ -151,6 +151,9 @@ class PanelConfig:
     relay_pulse: float = _setting(_core_default(CommandSettings, "relay_pulse"), check=checks.seconds(0.2, 30))
     open_command: str = _setting(_core_default(CommandSettings, "open_command"), check=checks.word)
     open_window: float = _setting(_core_default(CommandSettings, "open_window"), check=checks.seconds(0, 600))
+    open_after_owner_call: bool = _setting(_core_default(CommandSettings, "open_after_owner_call"), check=checks.flag)
+    openings_per_ring: int = _setting(_core_default(CommandSettings, "openings_per_ring"),
+                                      check=checks.whole(1, 20, "a whole number of openings", " openings"))
     snapshot_command: str = _setting(_core_default(CommandSettings, "snapshot_command"), check=checks.word)
 
 

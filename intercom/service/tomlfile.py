@@ -32,13 +32,29 @@ _SYNTAX_HINTS = (
 _SYNTAX_POSITION = re.compile(r"(?P<what>.*) \(at (?:line (?P<line>\d+), column (?P<column>\d+)|end of document)\)")
 
 
+#: Setting names whose values are secrets (the Matrix password and token, the Wi-Fi password, the TURN secret...).
+_SECRET_NAME = re.compile(r"pass|secret|token|psk|key|credential", re.IGNORECASE)
+_SETTING_LINE = re.compile(r"\s*(?P<key>[A-Za-z0-9_.\"' -]+?)\s*=(?P<value>.*)")
+
+
+def _quotable(line: str) -> str:
+    """The part of a bad line that may be shown: a setting line as written, or with its value hidden when the
+    setting is a secret; nothing for a line that is no setting (it could be a pasted password)."""
+    match = _SETTING_LINE.fullmatch(line)
+    if match is None or not match["key"].strip():
+        return ""
+    if _SECRET_NAME.search(match["key"]):
+        return f"{match['key'].strip()} = (value hidden)"
+    return line.strip()
+
+
 def _syntax_problem(text: str, message: str) -> ConfigProblem:
     match = _SYNTAX_POSITION.fullmatch(message)
     what = match["what"] if match else message
     where = "at the end of the file"
     if match and match["line"]:
         line = int(match["line"])
-        source = text.splitlines()[line - 1].strip() if line <= len(text.splitlines()) else ""
+        source = _quotable(text.splitlines()[line - 1]) if line <= len(text.splitlines()) else ""
         where = f"at line {line}, column {match['column']}" + (f" ({source})" if source else "")
     hint = next((h for prefix, h in _SYNTAX_HINTS if what.startswith(prefix)),
                 'check the syntax there: settings are name = value, text in "double quotes", sections like [calls]')

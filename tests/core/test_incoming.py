@@ -226,3 +226,30 @@ def test_an_internal_error_mid_call_still_ends_it_with_call_ended_and_the_error_
     assert ended.summary.outcome is Outcome.COMPLETED and ended.summary.ended_at == 20.0
     assert of(actions, SetLeds) == [SetLeds(state=LedState.ERROR)]
     assert core.state is CallState.IDLE
+
+
+def test_handle_never_raises_even_when_choosing_the_leds_fails(monkeypatch):
+    """The LED choice runs inside the same guard as everything else."""
+    core = make_core()
+    take_call(core, CALL)
+
+    def broken():
+        raise RuntimeError("bug in the panel state")
+
+    monkeypatch.setattr(core, "_wanted_led", broken)
+    actions = core.handle(MediaStateChanged(call_id=CALL, state=MediaState.CONNECTED), 2.0)
+    reasons = [a.reason for a in of(actions, Ignored)]
+    assert any(r.startswith("internal error handling") for r in reasons)
+    assert any(r.startswith("internal error choosing the LEDs") for r in reasons)
+    assert of(actions, CallEnded) and core.state is CallState.IDLE
+
+
+@pytest.mark.parametrize("ending", ["m.call.hangup", "m.call.reject"])
+def test_a_call_that_ended_before_its_invite_arrived_is_never_answered(ending):
+    """Events of one call can arrive out of order (two syncs, a retried send): the invite then finds it over."""
+    core = make_core()
+    content = {"call_id": CALL, "party_id": PHONE, "version": "1", "reason": "user_hangup"}
+    core.handle(received(ending, content), 1.0)
+    actions = core.handle(invite(CALL), 1.1)
+    assert of(actions, PrepareAnswer) == [] and sends(actions) == []
+    assert "already handled" in of(actions, Ignored)[0].reason

@@ -93,10 +93,19 @@ def test_invites_not_for_us_or_expired_are_ignored_silently(event, why):
     assert why in of(actions, Ignored)[0].reason
 
 
-def test_owner_invite_without_invitee_and_without_age_is_answered():
-    """Element classic sends no invitee; a server may give no age."""
+def test_owner_invite_without_invitee_is_answered():
+    """Element classic sends no invitee."""
     core = make_core()
-    assert of(core.handle(invite("c1", invitee=None, age_ms=None), 1.0), PrepareAnswer)
+    assert of(core.handle(invite("c1", invitee=None), 1.0), PrepareAnswer)
+
+
+def test_an_invite_of_unknown_age_is_not_fresh_and_never_answered():
+    """No ``unsigned.age``: it could be a replay from any time (the adapter fills the age in from the server's
+    timestamp only once the door's clock is synchronised)."""
+    core = make_core()
+    actions = core.handle(invite("c1", invitee=None, age_ms=None), 1.0)
+    assert of(actions, PrepareAnswer) == [] and sends(actions) == []
+    assert "no age" in of(actions, Ignored)[0].reason
 
 
 def test_a_third_member_joining_ends_the_call():

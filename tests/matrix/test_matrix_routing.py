@@ -141,3 +141,12 @@ def test_description_for_the_log_leaves_the_sdp_out():
     event = routing.to_core_event(ROOM, Event.parse_event(raw("invite")))
     text = routing.describe(event)
     assert "m.call.invite from @owner:localhost" in text and "age 1234 ms" in text and "v=0" not in text
+
+
+def test_an_event_without_age_gets_one_from_its_server_time_only_when_the_clock_is_synchronised():
+    source = {"type": "m.call.invite", "origin_server_ts": 1_700_000_000_000, "content": {}}
+    assert routing.event_age(source) is None  # the clock is not known to be right: the age stays unknown
+    assert routing.event_age(source, now_ms=1_700_000_004_000) == 4000
+    assert routing.event_age(source, now_ms=1_699_999_999_000) == 0  # a server clock ahead: not negative
+    assert routing.event_age({**source, "unsigned": {"age": 250}}, now_ms=1_700_000_004_000) == 250
+    assert routing.event_age({**source, "origin_server_ts": "soon"}, now_ms=1_700_000_004_000) is None

@@ -426,3 +426,13 @@ def test_call_and_command_settings_reach_the_core_with_the_cores_defaults() -> N
     custom = core_settings(parse_config(data, check_files=False), "party")
     assert (custom.timings.ring_timeout, custom.timings.connect_timeout, custom.timings.ended_display) == (45, 20, 3)
     assert custom.commands == CommandSettings(open_command="!door", open_window=30, relay_pulse=1.5)
+
+
+@pytest.mark.parametrize("text", [
+    '[matrix]\npassword = hunter2 x\n', '[matrix]\naccess_token = syt_hunter2 x\n', '[matrix]\nhunter2 x\n',
+    '[wifi]\npassword = "hunter2\n',
+])
+def test_a_syntax_error_never_echoes_a_secret(text):
+    """The bad line is quoted to help find it, except a secret's value (or a line that is no setting at all)."""
+    (problem,) = validate_text(text)
+    assert "TOML syntax error at line 2" in str(problem) and "hunter2" not in str(problem)
