@@ -141,9 +141,22 @@ def test_open_command_pulses_the_relay_only_for_the_owner_in_the_window(setup, m
             await phone.client.room_send(setup.room_id, "m.room.message", {"msgtype": "m.text", "body": "!open"})
             await wait_until(lambda: any("Not opened" in body for _, body in phone.messages), "the refusal notice")
             assert not any(s.state for s in relay.states)
-            # during a call: a stranger (in their own room with the door) gets nothing; the owner opens it
+            # during the owner's own call to the door: nobody rang, so nothing opens
             call_id = await phone.call(setup.door.user_id)
             await phone.accept_answer(await phone.wait_for("m.call.answer", lambda c: c["call_id"] == call_id))
+            await wait_until(lambda: door.core.state.value == "connected", "the owner's call to connect")
+            refusals = sum("Not opened" in body for _, body in phone.messages)
+            await phone.client.room_send(setup.room_id, "m.room.message", {"msgtype": "m.text", "body": "!open"})
+            await wait_until(lambda: sum("Not opened" in body for _, body in phone.messages) > refusals,
+                             "the refusal during the owner's call")
+            await phone.hangup()
+            await wait_until(lambda: door.core.state.value == "idle", "the owner's call to end")
+            assert not any(s.state for s in relay.states)
+            # during a visitor's ring: a stranger (in their own room with the door) gets nothing; the owner opens it
+            await door.press()
+            invite = await phone.wait_for("m.call.invite", sender=setup.door.user_id)
+            phone.new_call_stats()
+            await phone.answer(invite)
             send_text(setup.server, stranger, their_room, "!open")
             await asyncio.sleep(2.0)
             assert not any(s.state for s in relay.states)
