@@ -68,6 +68,8 @@ __all__ = ["CallTimings", "CoreSettings", "DoorCore"]
 
 #: How many call IDs of finished calls we remember, to ignore their late events and replays.
 FINISHED_MEMORY = 256
+#: How many event IDs we remember, to act on each event once (a sync retried, a decryption retried later).
+SEEN_EVENTS = 512
 #: Bounds on candidates held for calls we have not seen (yet): a hostile peer cannot grow memory.
 PENDING_CALLS = 16
 
@@ -96,6 +98,7 @@ class DoorCore:
         self._online = False
         self._room: policy.RoomFacts | None = None
         self._finished: OrderedDict[str, None] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
         #: call_id -> [(party_id, candidate)] for candidates of calls we have not seen (yet).
         self._pending: OrderedDict[str, list[tuple[str | None, IceCandidate]]] = OrderedDict()
         self._result: tuple[LedState, float] | None = None
@@ -297,6 +300,9 @@ class DoorCore:
         command = None if event.sender == self.settings.user_id else parse_command(event.body, cmds)
         if command is None:
             return
+        if self._seen_before(event.event_id):
+            return out.append(Ignored(reason=f"{command.value} command was handled already",
+                                      event_type="m.room.message", sender=str(event.sender)[:255]))
         if event.sender != self.settings.owner or event.room_id != self.settings.room_id:
             return out.append(Ignored(reason=f"{command.value} command not from the owner in the configured room",
                                       event_type="m.room.message", sender=str(event.sender)[:255]))
@@ -357,6 +363,8 @@ class DoorCore:
 
         if event.sender == self.settings.user_id:
             return ignore("our own event (remote echo)")
+        if self._seen_before(event.event_id):
+            return ignore(f"event {str(event.event_id)[:80]} was handled already")
         if not isinstance(event.event_type, str) or not event.event_type.startswith("m.call."):
             return ignore("not a call event")
         try:
@@ -444,6 +452,17 @@ class DoorCore:
                 self._pending.popitem(last=False)
         room = HELD_CANDIDATES - len(held)
         held.extend((msg.party_id, c) for c in msg.candidates[: max(room, 0)])
+
+    def _seen_before(self, event_id: str | None) -> bool:
+        """Whether the event with this ID was handled already (and remember it if not); None: no ID to go by."""
+        if not isinstance(event_id, str):
+            return False
+        if event_id in self._seen:
+            return True
+        self._seen[event_id] = None
+        while len(self._seen) > SEEN_EVENTS:
+            self._seen.popitem(last=False)
+        return False
 
     def _remember_finished(self, call_id: str) -> None:
         self._finished[call_id] = None

@@ -42,6 +42,7 @@ class TextMessageReceived:
     sender: str
     body: Any
     age_ms: int | None = None
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -158,6 +158,8 @@ def parse_call_event(event_type: str, content: Any) -> Message:
     version = content.get("version")
     v1 = not (type(version) is int and version == 0)
     party_id = _bounded_str(content, "party_id", MAX_ID, required=False) if v1 else None
+    if party_id is not None and not _OPAQUE_ID.fullmatch(party_id):
+        raise MalformedCallEvent("party_id is not a valid identifier")  # it would be echoed in select_answer
     common = {"call_id": call_id, "party_id": party_id, "v1": v1}
 
     if event_type == INVITE:
@@ -180,6 +182,8 @@ def parse_call_event(event_type: str, content: Any) -> Message:
         return Answer(**common, answer_sdp=sdp)
     if event_type == SELECT_ANSWER:
         selected = _bounded_str(content, "selected_party_id", MAX_ID)
+        if not _OPAQUE_ID.fullmatch(selected):
+            raise MalformedCallEvent("selected_party_id is not a valid identifier")
         return SelectAnswer(**common, selected_party_id=selected)
     if event_type == REJECT:
         return Reject(**common)

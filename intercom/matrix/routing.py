@@ -90,8 +90,9 @@ def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
     sender = outer.get("sender") or source.get("sender")
     if not isinstance(sender, str):
         return None
+    event_id = outer.get("event_id") or source.get("event_id")
     return TextMessageReceived(room_id=room_id, sender=sender, body=content.get("body"),
-                              age_ms=event_age(outer, now_ms))
+                              age_ms=event_age(outer, now_ms), event_id=event_id if isinstance(event_id, str) else None)
 
 
 def _call_id(event: CallEventReceived) -> str | None:

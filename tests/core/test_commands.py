@@ -174,3 +174,11 @@ def test_commands_obey_the_room_rules_of_calls(joined, join_rule):
         actions = core.handle(text(command), 6.0)
         assert of(actions, PostSnapshot) == [] and of(actions, OpenDoor) == []
         assert "refused" in of(actions, Ignored)[0].reason
+
+
+def test_a_command_delivered_twice_is_acted_on_once():
+    core, _ = _in_call()
+    message = dataclasses.replace(text("!open"), event_id="$open1")
+    assert of(core.handle(message, 10.0), OpenDoor)
+    repeated = core.handle(message, 10.5)
+    assert of(repeated, OpenDoor) == [] and "handled already" in of(repeated, Ignored)[0].reason

@@ -1,5 +1,7 @@
 """The owner calls the door: auto-answer, candidates, select_answer, busy, negotiate, hangups."""
 
+import dataclasses
+
 import pytest
 
 from intercom.core import (
@@ -253,3 +255,38 @@ def test_a_call_that_ended_before_its_invite_arrived_is_never_answered(ending):
     actions = core.handle(invite(CALL), 1.1)
     assert of(actions, PrepareAnswer) == [] and sends(actions) == []
     assert "already handled" in of(actions, Ignored)[0].reason
+
+
+def test_an_event_delivered_twice_is_acted_on_once():
+    """A retried sync or a late decryption can hand the same event over again: a repeated negotiate must not be
+    answered twice, nor candidates applied twice."""
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 2.0)
+    batch = dataclasses.replace(candidates(CALL, cand(1)), event_id="$cands")
+    assert of(core.handle(batch, 3.0), AddRemoteCandidates)
+    again = core.handle(batch, 3.1)
+    assert of(again, AddRemoteCandidates) == [] and "handled already" in of(again, Ignored)[0].reason
+    negotiate = received("m.call.negotiate", {"call_id": CALL, "party_id": PHONE, "version": "1", "lifetime": 10000,
+                                              "description": {"type": "offer", "sdp": OFFER_SDP}})
+    negotiate = dataclasses.replace(negotiate, event_id="$negotiate")
+    assert of(core.handle(negotiate, 4.0), PrepareNegotiationAnswer)
+    assert of(core.handle(negotiate, 4.1), PrepareNegotiationAnswer) == []
+
+
+@pytest.mark.parametrize("party", ["has space", "ü", "x" * 256, "<script>"])
+def test_a_party_id_outside_the_spec_grammar_is_malformed_and_never_echoed(party):
+    core = make_core()
+    actions = core.handle(invite(CALL, party=party), 1.0)
+    assert of(actions, PrepareAnswer) == [] and sends(actions) == []
+    assert "party_id" in of(actions, Ignored)[0].reason
+
+
+def test_the_current_calls_held_candidates_survive_a_flood_of_unknown_call_ids():
+    core = make_core()
+    core.handle(invite(CALL), 1.0)  # answering: candidates are held until our answer is out
+    core.handle(candidates(CALL, cand(1)), 1.05)
+    for n in range(40):
+        core.handle(candidates(f"1700000000000flood{n}", cand(2)), 1.06)
+    (add,) = of(core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 1.2), AddRemoteCandidates)
+    assert [c.candidate for c in add.candidates] == [cand(1)["candidate"]]
