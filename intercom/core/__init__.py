@@ -22,6 +22,7 @@ from .actions import (
     SendCallEvent,
     SendNotice,
     SetLeds,
+    TrustUpdated,
 )
 from .commands import Command, CommandSettings
 from .call import CallInput
@@ -42,11 +43,14 @@ from .events import (
     MediaState,
     MediaStateChanged,
     NegotiationAnswerReady,
+    OwnerKeysObserved,
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,
+    TrustRequested,
     TurnAvailabilityChanged,
 )
+from .trust import DeviceKeys, ObservedKeys, Pins, Verdict
 from .states import CallState, Direction, LedState, Outcome
 
 __all__ = [name for name in dir() if not name.startswith("_") and name[0].isupper()]

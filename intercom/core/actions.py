@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .states import Direction, LedState, Outcome
+from .trust import Pins
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +158,21 @@ class CallEnded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TrustUpdated:
+    """Keep these pins (in the state directory) and give the room keys only to the ``key_holders`` among the
+    owner's devices: every other device of every member is withheld. ``trusted``: the devices whose events count as
+    the owner's (the same as ``key_holders``, except while an identity change waits for confirmation: then the
+    sessions trusted before still read the door's messages, but none counts as the owner). ``reason`` says what
+    changed, for the log."""
+
+    pins: Pins
+    trusted: frozenset[str]
+    key_holders: frozenset[str]
+    untrusted: frozenset[str]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ignored:
     """An input was not acted on, and why. Log it; nothing else needs doing."""
 
@@ -179,5 +195,6 @@ Action = (
     | SetLeds
     | PressFeedback
     | CallEnded
+    | TrustUpdated
     | Ignored
 )

@@ -1,4 +1,5 @@
-"""Room commands from the owner: ``!open`` (pulse the door relay) and ``!snapshot`` (post a fresh picture).
+"""Room commands from the owner: ``!open`` (pulse the door relay), ``!snapshot`` (post a fresh picture) and
+``!trust DEVICE`` (trust another device of the owner's, sent from a device the door trusts).
 
 A command is a text message whose first word is the command (case-insensitive), so ``!open`` and ``!Open please``
 both count, while a sentence that merely mentions ``!open`` does not.
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 class Command(enum.Enum):
     OPEN = "open"
     SNAPSHOT = "snapshot"
+    TRUST = "trust"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CommandSettings:
     open_command: str = "!open"
     snapshot_command: str = "!snapshot"
+    trust_command: str = "!trust"
     #: The door opens only while a visitor's ring (the door's own call) rings or runs, or within this many seconds
     #: after it ended.
     open_window: float = 60.0
@@ -41,7 +44,16 @@ def parse_command(body: object, settings: CommandSettings) -> Command | None:
     if not words:
         return None
     first = words[0].casefold()
-    for command, word in ((Command.OPEN, settings.open_command), (Command.SNAPSHOT, settings.snapshot_command)):
+    for command, word in ((Command.OPEN, settings.open_command), (Command.SNAPSHOT, settings.snapshot_command),
+                          (Command.TRUST, settings.trust_command)):
         if first == word.casefold():
             return command
     return None
+
+
+def argument(body: object) -> str | None:
+    """The command's first argument (``!trust ABCDEF`` → ``ABCDEF``), or None."""
+    if not isinstance(body, str) or len(body) > 1000:
+        return None
+    words = body.strip().split()
+    return words[1] if len(words) > 1 else None

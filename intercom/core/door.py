@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from collections import OrderedDict
 from collections.abc import Callable
 
-from . import glare, legacy, messages, policy
+from . import glare, legacy, messages, notices, policy, trust
 from .actions import (
     Action,
     CallEnded,
@@ -38,9 +38,10 @@ from .actions import (
     PressFeedback,
     SendNotice,
     SetLeds,
+    TrustUpdated,
 )
 from .call import HELD_CANDIDATES, Call, CallInput, Details
-from .commands import Command, parse_command
+from .commands import Command, argument, parse_command
 from .errors import MalformedCallEvent
 from .events import (
     ButtonPressed,
@@ -56,9 +57,11 @@ from .events import (
     MediaState,
     MediaStateChanged,
     NegotiationAnswerReady,
+    OwnerKeysObserved,
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,
+    TrustRequested,
     TurnAvailabilityChanged,
 )
 from .settings import CallTimings, CoreSettings
@@ -72,6 +75,15 @@ FINISHED_MEMORY = 256
 SEEN_EVENTS = 512
 #: Bounds on candidates held for calls we have not seen (yet): a hostile peer cannot grow memory.
 PENDING_CALLS = 16
+#: How often one session is told why the door refused it (a hostile session cannot flood the room).
+REFUSAL_NOTICE_INTERVAL = 300.0
+
+#: What an unencrypted room means, said once in the log and always in ``intercom status``.
+UNENCRYPTED_WARNING = (
+    "the door's room is not end-to-end encrypted: the homeserver (and its admins) can read every message and "
+    "picture, and any session signed in to the owner's account counts as the owner, so it can be answered by the "
+    "door and open it. Turn on encryption in the room's settings (it cannot be turned off again), or set "
+    "matrix.require_encryption = true to refuse to work without it")
 
 _MEDIA_INPUTS = {MediaState.CONNECTED: CallInput.MEDIA_CONNECTED, MediaState.DISCONNECTED: CallInput.MEDIA_DISCONNECTED,
                  MediaState.FAILED: CallInput.MEDIA_LOST}
@@ -89,7 +101,10 @@ class _OpenWindow:
 class DoorCore:
     """The call logic of one door. See the module docstring for how to drive it."""
 
-    def __init__(self, settings: CoreSettings, *, new_token: Callable[[], str] = glare.random_token) -> None:
+    def __init__(self, settings: CoreSettings, *, new_token: Callable[[], str] = glare.random_token,
+                 pins: trust.Pins | None = None) -> None:
+        """``pins``: what the door pinned of the owner's keys before (from its state directory), None at first
+        use."""
         self.settings = settings
         self._new_token = new_token
         self._wire = legacy.LegacyWire(settings.party_id)
@@ -108,6 +123,13 @@ class DoorCore:
         #: What needs attention on the device, by source (see FaultChanged).
         self._faults: dict[str, str] = {}
         self._turn = False
+        #: Trust in the owner's devices (see :mod:`intercom.core.trust`): the pins, and the verdict on the keys the
+        #: Matrix side last observed (None until it has read them).
+        self._pins = pins
+        self._observed: trust.ObservedKeys | None = None
+        self._verdict: trust.Verdict | None = None
+        #: When each session was last told why it was refused.
+        self._told: OrderedDict[str, float] = OrderedDict()
 
     # --- public view ---------------------------------------------------------------------------------------------
 
@@ -145,7 +167,25 @@ class DoorCore:
 
     def room_problem(self) -> str | None:
         """Why the configured room cannot carry a call now, or None."""
-        return policy.room_problem(self._room, user_id=self.settings.user_id, owner=self.settings.owner)
+        return policy.room_problem(self._room, user_id=self.settings.user_id, owner=self.settings.owner,
+                                   require_encryption=self.settings.require_encryption)
+
+    def trust_status(self) -> dict[str, object]:
+        """What the door trusts of the owner's devices, for ``intercom status``."""
+        room, verdict = self._room, self._verdict
+        encrypted = None if room is None else room.encrypted
+        status: dict[str, object] = {
+            "room_encrypted": encrypted,
+            "owner_keys_read": verdict is not None,
+            "trusted_devices": sorted(verdict.trusted) if verdict else [],
+            "untrusted_devices": dict(sorted(verdict.untrusted.items())) if verdict else {},
+            "identity_problem": verdict.identity_problem if verdict else (self._pins.identity_problem
+                                                                          if self._pins else None),
+            "identity_pending": bool(verdict and verdict.identity_pending),
+        }
+        if encrypted is False:
+            status["warning"] = UNENCRYPTED_WARNING
+        return status
 
     def next_deadline(self) -> float | None:
         """When the core wants :class:`TimerDue` (loop time), or None."""
@@ -184,6 +224,10 @@ class DoorCore:
                 self._on_text(event, now, out)
             case RoomMembersChanged():
                 self._on_members(event, now, out)
+            case OwnerKeysObserved(keys=keys):
+                self._on_keys(keys, now, out)
+            case TrustRequested(device_id=device_id, identity=identity):
+                self._on_trust_request(device_id, identity, "on the door", now, out)
             case HomeserverConnectionChanged(online=online):
                 self._online = online
             case FaultChanged(fault=None, source=source):
@@ -289,7 +333,8 @@ class DoorCore:
     def _on_members(self, event: RoomMembersChanged, now: float, out: list[Action]) -> None:
         if event.room_id != self.settings.room_id:
             return
-        self._room = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule)
+        self._room = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule,
+                                      encrypted=bool(event.encrypted))
         problem = self.room_problem()
         if problem is not None:
             for call in list(self._calls.values()):
@@ -314,8 +359,18 @@ class DoorCore:
         if problem is not None:  # the camera's picture goes only where a call may go: the door's private room
             return out.append(Ignored(reason=f"{command.value} command refused: {problem}",
                                       event_type="m.room.message", sender=event.sender))
+        problem = self._device_problem(event)
+        if problem is not None:
+            if not event.encrypted:
+                out.append(notices.unencrypted_command(room, str(event.body).split()[0][:32]))
+            else:
+                self._tell_refused(event.device_id, problem, now, out)
+            return out.append(Ignored(reason=f"{command.value} command refused: {problem}",
+                                      event_type="m.room.message", sender=event.sender))
         if command is Command.SNAPSHOT:
             return out.append(PostSnapshot(room_id=room, reason="request"))
+        if command is Command.TRUST:
+            return self._trust_from_room(argument(event.body), event.device_id, now, out)
         window = self._opener
         if window is None or (window.ended_at is not None and now - window.ended_at > cmds.open_window):
             out.append(SendNotice(room_id=room, text=(
@@ -387,6 +442,9 @@ class DoorCore:
             return ignore(f"not about the current call ({msg.call_id})")
         if event.sender != call.peer or event.room_id != call.room_id:
             return ignore("not from the owner in the configured room")
+        problem = self._device_problem(event)
+        if problem is not None:
+            return ignore(f"not from a session the door trusts: {problem}")
         found = legacy.classify(call, msg, party_id=self.settings.party_id)
         if isinstance(found, str):
             return ignore(found)
@@ -408,6 +466,10 @@ class DoorCore:
         problem = policy.caller_problem(sender=event.sender, room_id=event.room_id, owner=s.owner,
                                         configured_room=s.room_id, room=self.room_problem())
         if problem is not None:
+            return self._refuse_invite(msg, event, now, out, "user_hangup", f"refused: {problem}")
+        problem = self._device_problem(event)
+        if problem is not None:
+            self._tell_refused(event.device_id if event.encrypted else None, problem, now, out)
             return self._refuse_invite(msg, event, now, out, "user_hangup", f"refused: {problem}")
 
         call = self._call
@@ -438,11 +500,123 @@ class DoorCore:
             call_id=msg.call_id, direction=Direction.INCOMING, peer=event.sender, outcome=Outcome.REFUSED,
             reason="reject" if msg.v1 else v0_reason, detail=detail, started_at=now, connected_at=None, ended_at=now)))
 
+    # --- trust in the owner's devices ----------------------------------------------------------------------------
+
+    def _device_problem(self, event: CallEventReceived | TextMessageReceived) -> str | None:
+        """Why an event from the owner in the configured room does not count as the owner's, or None.
+
+        In an encrypted room only encrypted events from a device the door trusts count (see
+        :mod:`intercom.core.trust`); in an unencrypted room there is no device to go by, and every event of the
+        owner's account counts (``intercom status`` warns, and ``require_encryption`` refuses such a room)."""
+        room = self._room
+        if room is None or not room.encrypted:
+            return None
+        if not event.encrypted:
+            return "it was not encrypted, in an encrypted room"
+        verdict = self._verdict
+        if verdict is None:
+            return "the door has not read the owner's device keys yet"
+        if verdict.identity_problem is not None:
+            return f"{verdict.identity_problem} and this is not confirmed on the door yet"
+        if event.device_id is None:
+            return "the session that sent it could not be identified"
+        if event.device_id not in verdict.trusted:
+            return f"the door does not trust the session {str(event.device_id)[:64]}"
+        return None
+
+    def _tell_refused(self, device_id: str | None, why: str, now: float, out: list[Action]) -> None:
+        """Tell the owner why a session of theirs was refused: at most every REFUSAL_NOTICE_INTERVAL per session."""
+        key = device_id or ""
+        last = self._told.get(key)
+        if last is not None and now - last < REFUSAL_NOTICE_INTERVAL:
+            return
+        self._told[key] = now
+        self._told.move_to_end(key)
+        while len(self._told) > PENDING_CALLS:
+            self._told.popitem(last=False)
+        name = self._verdict.untrusted.get(device_id, "") if self._verdict and device_id else ""
+        known = device_id is not None and trust.DEVICE_ID.fullmatch(device_id) is not None
+        out.append(notices.call_refused_untrusted(self.settings.room_id, device_id if known else "", name, why))
+
+    def _on_keys(self, observed: trust.ObservedKeys, now: float, out: list[Action]) -> None:
+        self._apply_verdict(trust.assess(self._pins, observed), observed, now, out, "the owner's keys were read")
+
+    def _apply_verdict(self, verdict: trust.Verdict, observed: trust.ObservedKeys, now: float, out: list[Action],
+                       reason: str) -> None:
+        before, old_pins, old_observed = self._verdict, self._pins, self._observed
+        self._verdict, self._pins, self._observed = verdict, verdict.pins, observed
+        room = self.settings.room_id
+        problem = verdict.identity_problem
+        if problem is not None and (old_pins is None or old_pins.identity_problem != problem or before is None):
+            out.append(notices.identity_changed(room, problem))
+            for call in list(self._calls.values()):  # whoever is on the call may not be the owner
+                self._step(call, CallInput.LOCAL_HANGUP, now, out, Details(reason="user_hangup"))
+        if problem is None:
+            for device_id in verdict.new_untrusted:
+                out.append(notices.untrusted_device(room, device_id, verdict.untrusted.get(device_id, "")))
+            if verdict.identity_pending and not (before and before.identity_pending):
+                out.append(notices.identity_pending(room))
+        holders = verdict.trusted
+        if problem is not None and before is not None and old_observed is not None:
+            # The owner's sessions trusted until now still get the door's messages (the warning among them), as
+            # long as their keys did not change; they count as the owner again only once confirmed on the door.
+            old = {d.device_id: d.ed25519 for d in old_observed.devices}
+            now_keys = {d.device_id: d.ed25519 for d in observed.devices}
+            holders = frozenset(d for d in (before.trusted | set(before.pins.devices))
+                                if d in now_keys and old.get(d) == now_keys[d])
+        elif problem is not None:
+            holders = frozenset(d.device_id for d in observed.devices if verdict.pins.devices.get(d.device_id) ==
+                                d.ed25519)
+        if (before is None or before.trusted != verdict.trusted or old_pins != verdict.pins
+                or set(before.untrusted) != set(verdict.untrusted)):
+            out.append(TrustUpdated(pins=verdict.pins, trusted=verdict.trusted, key_holders=holders,
+                                    untrusted=frozenset(verdict.untrusted), reason=reason))
+
+    def _on_trust_request(self, device_id: str | None, identity: bool, by: str, now: float,
+                          out: list[Action]) -> str | None:
+        """Confirm a device or the owner's changed identity; returns why not, or None when done."""
+        observed = self._observed
+        why: str | None = None
+        if observed is None:
+            why = "the door has not read the owner's device keys yet; try again in a minute"
+        elif identity:
+            pins = trust.accept_identity(self._pins, observed)
+            self._apply_verdict(trust.assess(pins, observed), observed, now, out, f"identity confirmed {by}")
+            out.append(SendNotice(room_id=self.settings.room_id, text=(
+                f"The door now trusts your account's current identity (confirmed {by}).")))
+            return None
+        elif device_id is None or trust.DEVICE_ID.fullmatch(device_id) is None:
+            why = "name the session to trust by its device ID (shown in your app's session list)"
+        else:
+            device = next((d for d in observed.devices if d.device_id == device_id), None)
+            if device is None:
+                why = f"the owner's account has no session {device_id}"
+            elif self._verdict is not None and self._verdict.identity_problem is not None:
+                why = (f"{self._verdict.identity_problem}: confirm the identity on the door first "
+                       "(intercom trust --identity)")
+            elif self._verdict is not None and device_id in self._verdict.trusted:
+                why = f"the session {device_id} is trusted already"
+            else:
+                pins = trust.confirm_device(self._pins or trust.Pins(), device)
+                self._apply_verdict(trust.assess(pins, observed), observed, now, out, f"{device_id} confirmed {by}")
+                out.append(notices.trusted(self.settings.room_id, device_id, device.name[:80], by))
+                return None
+        out.append(Ignored(reason=f"trust not changed: {why}"))
+        return why
+
+    def _trust_from_room(self, device_id: str | None, by_device: str | None, now: float, out: list[Action]) -> None:
+        """``!trust DEVICE`` from a trusted session: it may vouch for another session, never for a new identity
+        (a trusted session cannot undo an identity warning; only the door can)."""
+        why = self._on_trust_request(device_id, False, f"from the session {by_device}", now, out)
+        if why is not None:
+            out.append(SendNotice(room_id=self.settings.room_id, text=f"Not trusted: {why}."))
+
     # --- candidates of calls not seen yet ------------------------------------------------------------------------
 
     def _may_hold(self, event: CallEventReceived) -> bool:
         """Candidates for an unknown call are kept only from the owner in our room (the invite may follow)."""
-        return event.sender == self.settings.owner and event.room_id == self.settings.room_id
+        return (event.sender == self.settings.owner and event.room_id == self.settings.room_id
+                and self._device_problem(event) is None)
 
     def _hold_pending(self, msg: messages.Candidates) -> None:
         held = self._pending.get(msg.call_id)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .trust import ObservedKeys
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ButtonPressed:
@@ -24,6 +26,8 @@ class CallEventReceived:
 
     ``age_ms`` is the event's age when it was received (``unsigned.age``); ``None`` when the server gave none.
     ``content`` is the event content exactly as sent: anything may be in it.
+    ``encrypted``: it arrived Megolm-encrypted; ``device_id``: the sender's device that encrypted it, as the
+    Matrix side authenticated it (the session's keys match that device's keys), or None when it could not.
     """
 
     room_id: str
@@ -32,6 +36,8 @@ class CallEventReceived:
     content: Mapping[str, Any]
     age_ms: int | None = None
     event_id: str | None = None
+    encrypted: bool = False
+    device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,15 +49,35 @@ class TextMessageReceived:
     body: Any
     age_ms: int | None = None
     event_id: str | None = None
+    encrypted: bool = False  #: see :class:`CallEventReceived`
+    device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoomMembersChanged:
-    """The joined members (and join rule) of a room are now these."""
+    """The joined members (and join rule, and whether it is encrypted) of a room are now these."""
 
     room_id: str
     joined: frozenset[str]
     join_rule: str | None = None
+    encrypted: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OwnerKeysObserved:
+    """The owner's cross-signing identity and devices, as the homeserver gave them and the Matrix side checked
+    them (signatures verified); the core decides what to trust (:mod:`intercom.core.trust`)."""
+
+    keys: ObservedKeys
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrustRequested:
+    """Someone on the door itself (``intercom trust``) confirmed one of the owner's devices (``device_id``) or
+    the owner's changed identity (``identity``)."""
+
+    device_id: str | None = None
+    identity: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +193,8 @@ Event = (
     | CallEventReceived
     | TextMessageReceived
     | RoomMembersChanged
+    | OwnerKeysObserved
+    | TrustRequested
     | HomeserverConnectionChanged
     | TurnAvailabilityChanged
     | FaultChanged

@@ -42,3 +42,50 @@ def cut_off(room_id: str, direction: Direction) -> SendNotice:
         f"The call {'from' if direction is Direction.OUTGOING else 'to'} the door was cut off at {TIME}: the "
         "connection to the phone was lost and could not be restored (for example, the phone moved to a network "
         "with no path to the door). Call the door again."))
+
+
+def _how_to_trust(device_id: str) -> str:
+    return (f"If it is yours, verify it from one of your other sessions, send \"!trust {device_id}\" here from a "
+            f"session the door trusts, or run \"intercom trust {device_id}\" on the door.")
+
+
+def _device(device_id: str, name: str) -> str:
+    return f"{name} ({device_id})" if name else device_id
+
+
+def untrusted_device(room_id: str, device_id: str, name: str) -> SendNotice:
+    """A new device of the owner's account appeared that the door does not trust (sent once per device)."""
+    return SendNotice(room_id=room_id, text=(
+        f"A new session of your account appeared: {_device(device_id, name)}. The door does not trust it yet: it "
+        "does not answer its calls, obey its commands or share its messages with it. " + _how_to_trust(device_id)))
+
+
+def call_refused_untrusted(room_id: str, device_id: str, name: str, why: str) -> SendNotice:
+    """A call (or command) from the owner's account that the door refused because of the device it came from."""
+    return SendNotice(room_id=room_id, text=(
+        f"The door refused a call or command at {TIME} from {_device(device_id, name) if device_id else 'a session'}"
+        f" of your account: {why}. " + (_how_to_trust(device_id) if device_id else "")).rstrip())
+
+
+def identity_changed(room_id: str, problem: str) -> SendNotice:
+    return SendNotice(room_id=room_id, text=(
+        f"Security warning: {problem}. Until this is confirmed on the door itself (run \"intercom trust "
+        "--identity\" there, for example over ssh), the door answers no call and opens for nobody. If you did not "
+        "reset your encryption keys or sign in anew, someone else may have access to your account: change your "
+        "password."))
+
+
+def identity_pending(room_id: str) -> SendNotice:
+    return SendNotice(room_id=room_id, text=(
+        "You set up cross-signing. The door keeps trusting the sessions it knew; to have it trust every session "
+        "you verify, run \"intercom trust --identity\" on the door."))
+
+
+def trusted(room_id: str, device_id: str, name: str, by: str) -> SendNotice:
+    return SendNotice(room_id=room_id, text=f"The door now trusts {_device(device_id, name)} (confirmed {by}).")
+
+
+def unencrypted_command(room_id: str, word: str) -> SendNotice:
+    return SendNotice(room_id=room_id, text=(
+        f"Not done: \"{word}\" arrived unencrypted in this encrypted room. The door acts only on encrypted "
+        "messages from your sessions it trusts."))

@@ -20,14 +20,19 @@ class RoomFacts:
 
     joined: frozenset[str]
     join_rule: str | None = None
+    encrypted: bool = False
 
 
-def room_problem(facts: RoomFacts | None, *, user_id: str, owner: str) -> str | None:
+def room_problem(facts: RoomFacts | None, *, user_id: str, owner: str,
+                 require_encryption: bool = False) -> str | None:
     """Why the configured room cannot carry a call, or None when it can."""
     if facts is None:
         return "the room's members are not known yet"
     if facts.join_rule == "public":
         return "the room is public; calls need a private room"
+    if require_encryption and not facts.encrypted:
+        return ("the room is not encrypted and the door is set to require encryption (matrix.require_encryption); "
+                "turn on encryption in the room's settings")
     if facts.joined != frozenset({user_id, owner}):
         others = sorted(facts.joined - {user_id, owner})
         if user_id not in facts.joined:

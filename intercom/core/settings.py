@@ -41,5 +41,8 @@ class CoreSettings:
     owner: str  #: the only user whose calls are answered and who is called
     room_id: str  #: the two-person room calls happen in
     party_id: str  #: our ``party_id`` (stable per device)
+    #: Refuse to work in a room without end-to-end encryption (there, any session of the owner's account counts as
+    #: the owner, and the homeserver reads every message).
+    require_encryption: bool = False
     timings: CallTimings = field(default_factory=CallTimings)
     commands: CommandSettings = field(default_factory=CommandSettings)

@@ -29,12 +29,12 @@ ANSWER_SDP = OFFER_SDP.replace("o=- 1 1", "o=- 2 2")
 TIMINGS = CallTimings()
 
 
-def make_core(*, ready: bool = True, tokens: list[str] | None = None, **timings: float) -> DoorCore:
+def make_core(*, ready: bool = True, tokens: list[str] | None = None, pins=None, **timings: float) -> DoorCore:
     """A door core; ``ready`` puts it online in a valid two-person room."""
     counter = iter(tokens or (f"{n:04d}" for n in range(10_000)))
     settings = CoreSettings(user_id=DOOR, owner=OWNER, room_id=ROOM, party_id=DOOR_PARTY,
                             timings=CallTimings(**timings))
-    core = DoorCore(settings, new_token=lambda: next(counter))
+    core = DoorCore(settings, new_token=lambda: next(counter), pins=pins)
     if ready:
         core.handle(HomeserverConnectionChanged(online=True), 0.0)
         core.handle(RoomMembersChanged(room_id=ROOM, joined=frozenset({DOOR, OWNER})), 0.0)
