@@ -27,9 +27,13 @@ from intercom.core import (
     DoorCore,
     FaultChanged,
     HangupRequested,
+    Ignored,
+    TrustRequested,
+    TrustUpdated,
     TurnAvailabilityChanged,
 )
 from intercom.matrix import Credential, MatrixAdapter, MatrixSettings
+from intercom.matrix.trust import load_pins
 from intercom.media import IceServer, MediaEngine, MediaSettings
 from intercom.orchestrator import Orchestrator, describe_call
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
@@ -56,7 +60,7 @@ def _from_config(settings: type, section: object) -> Any:
 def core_settings(config: Config, party_id: str) -> CoreSettings:
     return CoreSettings(
         user_id=config.matrix.user_id, owner=config.matrix.owner, room_id=config.matrix.room_id, party_id=party_id,
-        timings=_from_config(CallTimings, config.calls), commands=_from_config(CommandSettings, config.panel))
+        require_encryption=config.matrix.require_encryption, timings=_from_config(CallTimings, config.calls), commands=_from_config(CommandSettings, config.panel))
 
 
 def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = None) -> MediaSettings:
@@ -126,7 +130,7 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
 
-        self.core = DoorCore(core_settings(config, _random_party_id()))
+        self.core = DoorCore(core_settings(config, _random_party_id()), pins=load_pins(state_dir))
         orchestrator = self.orchestrator = Orchestrator(self.core)
         self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
         # gpiozero's thread calls on_press; the panel has already lit the LED.
@@ -137,7 +141,8 @@ class Service:
         kind, secret = config.matrix.read_secret()
         self.matrix = MatrixAdapter(MatrixSettings(
             homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,
-            state_dir=state_dir, device_name=config.matrix.device_name, credential=Credential(kind, secret)),
+            state_dir=state_dir, device_name=config.matrix.device_name, credential=Credential(kind, secret),
+            owner=config.matrix.owner),
             on_event=orchestrator.feed)
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]
@@ -240,6 +245,7 @@ class Service:
                 "summary": describe_call(last), "call_id": last.call_id, "direction": last.direction.value,
                 "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
             "last_opening": self.orchestrator.last_opening,
+            "trust": core.trust_status(),
         }
 
     async def _command(self, command: str) -> dict[str, Any]:
@@ -248,7 +254,24 @@ class Service:
         if command == "press":
             await self.press()
             return {"ok": True, "pressed": True, "led": self.core.led.value}
-        return {"ok": False, "error": f"unknown command {command!r}; use press or status"}
+        words = command.split()
+        if words and words[0] == "trust":
+            return self._trust(words[1:])
+        return {"ok": False, "error": f"unknown command {command[:40]!r}; use press, status or trust"}
+
+    def _trust(self, args: list[str]) -> dict[str, Any]:
+        """``intercom trust``: without arguments, what the door trusts; ``DEVICE`` or ``--identity`` confirms."""
+        if not args:
+            return {"ok": True, "trust": self.core.trust_status()}
+        if len(args) != 1:
+            return {"ok": False, "error": "give one device ID, or --identity"}
+        event = (TrustRequested(identity=True) if args[0] == "--identity"
+                 else TrustRequested(device_id=args[0]))
+        actions = self.orchestrator.feed(event)
+        if any(isinstance(a, TrustUpdated) for a in actions):
+            return {"ok": True, "trust": self.core.trust_status()}
+        why = next((a.reason for a in actions if isinstance(a, Ignored)), "nothing changed")
+        return {"ok": False, "error": why, "trust": self.core.trust_status()}
 
     async def press(self) -> None:
         """Exactly what the physical button does: on simulated hardware, the button's pin is driven."""

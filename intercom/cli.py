@@ -29,6 +29,13 @@ def _build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--socket", default=default_socket_path(), help="control socket path")
         cmd.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
+    trust = sub.add_parser("trust", help="show which of the owner's sessions the door trusts, or confirm one")
+    trust.add_argument("device", nargs="?", help="the device ID of the owner's session to trust")
+    trust.add_argument("--identity", action="store_true",
+                       help="accept the owner's changed identity (after the owner reset their keys)")
+    trust.add_argument("--socket", default=default_socket_path(), help="control socket path")
+    trust.add_argument("--json", action="store_true", help="print the raw JSON reply")
+
     check = sub.add_parser("check-config", help="validate a config file and explain every problem")
     check.add_argument("file", help="config file (TOML)")
     return parser
@@ -54,11 +61,19 @@ def _run(args: argparse.Namespace) -> int:
 def _control(args: argparse.Namespace) -> int:
     from intercom.service.control import send_command
 
-    reply = send_command(args.command, args.socket)
+    command = args.command
+    if command == "trust":
+        if args.identity and args.device:
+            print("intercom trust: give a device ID or --identity, not both", file=sys.stderr)
+            return 2
+        command = "trust --identity" if args.identity else (f"trust {args.device}" if args.device else "trust")
+    reply = send_command(command, args.socket)
     if args.json or not reply.get("ok"):
         print(json.dumps(reply, indent=2))
         return 0 if reply.get("ok") else 1
-    if args.command == "press":
+    if args.command == "trust":
+        _print_trust(reply["trust"])
+    elif args.command == "press":
         print(f"pressed; LEDs now show {reply.get('led')}")
     else:
         print(f"call:       {reply['call_state']}" + (f" ({reply['direction']}, {reply['call_id']})"
@@ -71,6 +86,8 @@ def _control(args: argparse.Namespace) -> int:
             print(f"attention:  {reply['fault']}")
         if reply.get("network_warning"):
             print(f"network:    {reply['network_warning']}")
+        if reply.get("trust"):
+            _print_trust(reply["trust"])
         last = reply.get("last_call")
         print(f"last call:  {last['summary'] if last else 'none since start'}")
         opened = reply.get("last_opening")
@@ -78,6 +95,19 @@ def _control(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(opened["at"]))
             print(f"last opened: {when} by {opened['by']} (ring {opened['call_id']})")
     return 0
+
+
+def _print_trust(trust: dict) -> None:
+    if trust.get("warning"):
+        print(f"encryption: {trust['warning']}")
+    if trust.get("identity_problem"):
+        print(f"SECURITY:   {trust['identity_problem']}; nothing is trusted until you run intercom trust --identity")
+    if trust.get("room_encrypted"):
+        print(f"trusted:    {', '.join(trust.get('trusted_devices') or []) or 'none'}")
+        for device_id, name in (trust.get("untrusted_devices") or {}).items():
+            print(f"untrusted:  {device_id} {name} (intercom trust {device_id} to trust it)")
+    if trust.get("identity_pending"):
+        print("identity:   the owner set up cross-signing; intercom trust --identity adopts it")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,7 @@ from intercom.core import (
     SendNotice,
     SetLeds,
     TimerDue,
+    TrustUpdated,
 )
 
 log = logging.getLogger("intercom")
@@ -62,6 +63,7 @@ class Signalling(Protocol):
 
     async def send(self, action: SendCallEvent) -> bool: ...
     async def send_notice(self, room_id: str, text: str) -> bool: ...
+    def apply_trust(self, update: TrustUpdated) -> None: ...
 
 
 class Media(Protocol):
@@ -128,11 +130,11 @@ class Orchestrator:
 
     # --- input ---------------------------------------------------------------------------------------------------
 
-    def feed(self, event: Event) -> None:
-        """Give the core one event (call on the loop thread) and carry out what it says."""
+    def feed(self, event: Event) -> list[Action]:
+        """Give the core one event (call on the loop thread) and carry out what it says; returns the actions."""
         if not self._attached:
             log.info("%s before the door was up: dropped", type(event).__name__)
-            return
+            return []
         actions = self.core.handle(event, self._loop.time())
         for action in actions:
             try:
@@ -142,6 +144,7 @@ class Orchestrator:
             if self._on_action is not None:
                 self._on_action(action)
         self._rearm()
+        return actions
 
     def feed_threadsafe(self, event: Event) -> None:
         """Like :meth:`feed`, from another thread (gpiozero's callbacks)."""
@@ -203,6 +206,10 @@ class Orchestrator:
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
+            case TrustUpdated(reason=reason):
+                log.info("trust: %s; trusted sessions of the owner: %s; not trusted: %s", reason,
+                         ", ".join(sorted(action.trusted)) or "none", ", ".join(sorted(action.untrusted)) or "none")
+                self._signalling.apply_trust(action)
             case Ignored(reason=reason, event_type=event_type, sender=sender):
                 log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \

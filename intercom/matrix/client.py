@@ -32,6 +32,7 @@ credentials are :mod:`~intercom.matrix.turn`'s business.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import logging
 import time
@@ -51,6 +52,7 @@ from nio import (
     LocalProtocolError,
     LoginResponse,
     MegolmEvent,
+    OlmUnverifiedDeviceError,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
@@ -60,10 +62,13 @@ from nio import (
 from intercom.core import (
     CallEventReceived,
     HomeserverConnectionChanged,
+    OwnerKeysObserved,
     RoomMembersChanged,
     SendCallEvent,
     TextMessageReceived,
+    TrustUpdated,
 )
+from intercom.core.door import UNENCRYPTED_WARNING
 from intercom.core.events import Event
 
 from . import routing, session
@@ -71,6 +76,7 @@ from .errors import MatrixError, MatrixLoginError
 from . import retry
 from .retry import TRANSIENT_EXCEPTIONS, Failure
 from .settings import MatrixSettings
+from .trust import OwnerTrust
 from .turn import TurnServer, TurnSource
 
 log = logging.getLogger(__name__)
@@ -148,10 +154,13 @@ class MatrixAdapter:
         self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
         self._send_lock = asyncio.Lock()
         self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
+        self._trust = (OwnerTrust(self._state_dir, settings.owner, timeout=REQUEST_TIMEOUT)
+                       if settings.owner is not None else None)
         self._request: asyncio.Task[Any] | None = None
         self._joined_before: set[str] = set()  # rooms whose complete timeline we have seen since start
         self._closing = False
         self._closed = asyncio.Event()
+        self._warned_unencrypted = False
 
     # --- public view -------------------------------------------------------------------------------------------
 
@@ -327,6 +336,7 @@ class MatrixAdapter:
         self._left.update(response.rooms.leave)
         self._left.difference_update(response.rooms.join)
         await self._maintain_keys()
+        await self._refresh_trust(response)
         self._retry_undecrypted(response)
         self._update_facts()
         self._set_online(True)
@@ -340,10 +350,12 @@ class MatrixAdapter:
                 if isinstance(event, MegolmEvent):
                     self._remember_undecrypted(room_id, event, envelope)
                     continue
-                converted = routing.to_core_event(room_id, event, envelope, now_ms=synced_now_ms())
+                device = self._sender_device(room_id, event)
+                converted = routing.to_core_event(room_id, event, envelope, now_ms=synced_now_ms(), device_id=device)
                 if converted is not None:
                     batch.append(converted)
-                elif (text := routing.to_text_event(room_id, event, envelope, now_ms=synced_now_ms())) is not None:
+                elif (text := routing.to_text_event(room_id, event, envelope, now_ms=synced_now_ms(),
+                                                    device_id=device)) is not None:
                     texts.append(text)
             if info.timeline.limited and room_id in self._joined_before:
                 log.warning("Matrix: more than %d events arrived in %s since the last sync; older ones were skipped",
@@ -424,9 +436,37 @@ class MatrixAdapter:
                 if room_id == self.settings.room_id and self.settings.user_id not in facts.joined:
                     log.info("Matrix: the door is not in its room %s (yet)", room_id)
                 elif room_id == self.settings.room_id:
-                    log.info("Matrix: room %s has %d joined members (%s), join rule %s", room_id, len(facts.joined),
-                             ", ".join(sorted(facts.joined)), facts.join_rule)
+                    log.info("Matrix: room %s has %d joined members (%s), join rule %s, %s", room_id,
+                             len(facts.joined), ", ".join(sorted(facts.joined)), facts.join_rule,
+                             "encrypted" if facts.encrypted else "not encrypted")
+                    if not facts.encrypted and not self._warned_unencrypted:
+                        self._warned_unencrypted = True
+                        log.warning("Matrix: %s", UNENCRYPTED_WARNING)
                 self._emit(facts)
+
+    # --- trust in the owner's devices (intercom.matrix.trust) ---------------------------------------------------
+
+    async def _refresh_trust(self, response: SyncResponse) -> None:
+        """Read the owner's keys when they may have changed, tell the core, and keep nio's device flags right."""
+        trust, client = self._trust, self._require_client()
+        if trust is None:
+            return
+        changed = trust.owner in getattr(getattr(response, "device_list", None), "changed", ())
+        if trust.stale or changed:
+            observed = await trust.read(client)
+            if observed is not None:
+                self._emit(OwnerKeysObserved(keys=observed))
+        trust.classify(client)  # devices nio learnt of in this sync get no room keys unless trusted
+
+    def _sender_device(self, room_id: str, event: Any) -> str | None:
+        if self._trust is None or not getattr(event, "decrypted", False):
+            return None
+        return self._trust.sender_device(self._require_client(), room_id, event)
+
+    def apply_trust(self, update: TrustUpdated) -> None:
+        """Carry out the core's verdict: keep the pins, and give room keys to the trusted devices only."""
+        if self._trust is not None and self._client is not None:
+            self._trust.apply(self._client, self.settings.room_id, update)
 
     # --- encrypted events that could not be decrypted (yet) ----------------------------------------------------
 
@@ -450,13 +490,12 @@ class MatrixAdapter:
             except Exception:  # nio raises EncryptionError and friends when the key is still missing
                 self._undecrypted.append(item)
                 continue
-            converted = routing.to_core_event(item.room_id, decrypted, item.envelope, now_ms=synced_now_ms())
+            converted = routing.to_core_event(item.room_id, decrypted, item.envelope, now_ms=synced_now_ms(),
+                                              device_id=self._sender_device(item.room_id, decrypted))
             if converted is not None:
                 held = int((now - item.received) * 1000)
                 age = None if converted.age_ms is None else converted.age_ms + held
-                late.append(CallEventReceived(room_id=converted.room_id, sender=converted.sender,
-                                              event_type=converted.event_type, content=converted.content,
-                                              age_ms=age, event_id=converted.event_id))
+                late.append(dataclasses.replace(converted, age_ms=age))
                 log.info("Matrix: decrypted event %s late, after its room key arrived", item.event.event_id)
         self._forward(late)
 
@@ -489,10 +528,19 @@ class MatrixAdapter:
             while True:
                 attempt += 1
                 try:
+                    # Trust off (tests of the adapter alone): keys to every device, as nio does by default.
                     result: Any = await client.room_send(action.room_id, action.event_type, dict(action.content),
-                                                         tx_id=txn, ignore_unverified_devices=True)
+                                                         tx_id=txn, ignore_unverified_devices=self._trust is None)
                 except TRANSIENT_EXCEPTIONS as exc:
                     result = exc
+                except OlmUnverifiedDeviceError as exc:  # a device nio learnt of since the last classify
+                    assert self._trust is not None
+                    self._trust.classify(client)
+                    if attempt >= 3:
+                        log.error("Matrix: could not send %s: device %s cannot be classified", what,
+                                  getattr(exc.device, "id", "?"))
+                        return None
+                    continue
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # nio's LocalProtocolError (unknown room), encryption trouble, ...

@@ -48,12 +48,13 @@ def event_age(source: Mapping[str, Any] | None, now_ms: int | None = None) -> in
 
 
 def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
-                  now_ms: int | None = None) -> CallEventReceived | None:
+                  now_ms: int | None = None, device_id: str | None = None) -> CallEventReceived | None:
     """The core event for one nio timeline event, or None when it is not an ``m.call.*`` event.
 
     ``event`` is whatever nio produced (typed, ``UnknownEvent``, ``BadEvent``, a decrypted event); ``envelope``
     is the raw event as the server sent it (for an encrypted event: the ``m.room.encrypted`` one). Without an
-    envelope, ``event.source`` is used for both.
+    envelope, ``event.source`` is used for both. ``device_id``: the sender's device, as authenticated by
+    :meth:`~intercom.matrix.trust.OwnerTrust.sender_device` (never the one the content names).
     """
     source = getattr(event, "source", None)
     if not isinstance(source, Mapping):
@@ -74,11 +75,13 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         content=content if isinstance(content, Mapping) else {},
         age_ms=event_age(outer, now_ms),
         event_id=event_id if isinstance(event_id, str) else None,
+        encrypted=bool(getattr(event, "decrypted", False)),
+        device_id=device_id,
     )
 
 
 def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
-                  now_ms: int | None = None) -> TextMessageReceived | None:
+                  now_ms: int | None = None, device_id: str | None = None) -> TextMessageReceived | None:
     """A text message (``m.room.message`` with ``msgtype`` ``m.text``) as a core event, for owner commands."""
     source = getattr(event, "source", None)
     if not isinstance(source, Mapping) or source.get("type") != "m.room.message":
@@ -92,7 +95,8 @@ def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         return None
     event_id = outer.get("event_id") or source.get("event_id")
     return TextMessageReceived(room_id=room_id, sender=sender, body=content.get("body"),
-                              age_ms=event_age(outer, now_ms), event_id=event_id if isinstance(event_id, str) else None)
+                              age_ms=event_age(outer, now_ms), event_id=event_id if isinstance(event_id, str) else None,
+                              encrypted=bool(getattr(event, "decrypted", False)), device_id=device_id)
 
 
 def _call_id(event: CallEventReceived) -> str | None:
@@ -136,7 +140,8 @@ def room_facts(room_id: str, room: Any | None, *, joined: bool = True) -> RoomMe
         return RoomMembersChanged(room_id=room_id, joined=frozenset(), join_rule=None)
     join_rule = getattr(room, "join_rule", None)
     return RoomMembersChanged(room_id=room_id, joined=joined_members(room),
-                              join_rule=join_rule if isinstance(join_rule, str) else None)
+                              join_rule=join_rule if isinstance(join_rule, str) else None,
+                              encrypted=getattr(room, "encrypted", False) is True)
 
 
 def describe(event: CallEventReceived) -> str:

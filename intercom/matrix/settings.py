@@ -26,6 +26,9 @@ class MatrixSettings:
     state_dir: Path | str  #: session and E2EE store (created ``0700``)
     credential: Credential
     device_name: str  #: the name of the device a password login creates
+    #: The owner, whose keys the door reads and whose trusted devices alone get the room keys
+    #: (:mod:`~intercom.matrix.trust`). None only in tests of the adapter alone: then keys go to every device.
+    owner: str | None = None
 
     @property
     def password(self) -> str | None:

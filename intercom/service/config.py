@@ -90,6 +90,8 @@ class MatrixConfig:
                             about="the room the door calls in; Element shows its ID under Room settings > Advanced")
     owner: str = _setting(check=checks.user_id, example='"@alice:example.org"', about="the person the door calls")
     device_name: str = _setting("Doorbell intercom", check=checks.text_value)
+    #: Refuse to work in a room without end-to-end encryption (see the README's trust model).
+    require_encryption: bool = _setting(False, check=checks.flag)
     state_dir: str = _setting("/var/lib/intercom", check=checks.absolute_path)
     password_file: str | None = _setting(None, check=checks.absolute_path, example='"/etc/intercom/secrets/password"')
     access_token_file: str | None = _setting(None, check=checks.absolute_path,
@@ -455,4 +457,11 @@ def check_config_main(path: str, out: TextIO) -> int:
         ("owner", matrix.owner),
     ):
         print(f"  {label:<12}{value}", file=out)
+    if matrix.require_encryption:
+        print(f"  {'encryption':<12}required: the door refuses to work in an unencrypted room", file=out)
+    else:
+        print(f"  {'encryption':<12}warning: not required. If the room is not end-to-end encrypted, the homeserver "
+              "can read every message and picture, and any session signed in to the owner's account counts as the "
+              "owner (it is answered and may open the door). Turn encryption on in the room, and set "
+              "matrix.require_encryption = true to refuse to work without it.", file=out)
     return 0
