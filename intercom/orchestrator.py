@@ -57,6 +57,9 @@ from intercom.core import (
 
 log = logging.getLogger("intercom")
 
+#: Room sends that may wait for the homeserver at once.
+SEND_QUEUE = 256
+
 
 class Signalling(Protocol):
     """The Matrix side, as the orchestrator uses it."""
@@ -112,7 +115,7 @@ class Orchestrator:
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue()
+        self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue(maxsize=SEND_QUEUE)
         self._media_queues: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
         self._sender = self._spawn(self._run_sender())
@@ -178,17 +181,17 @@ class Orchestrator:
     def _carry_out(self, action: Action) -> None:
         match action:
             case SendCallEvent():
-                self._sends.put_nowait(lambda: self._send_call_event(action))
+                self._queue_send(lambda: self._send_call_event(action), action.event_type)
             case SendNotice(room_id=room_id, no_picture=no_picture):
                 text = action.text.replace(notices.TIME, time.strftime("%H:%M"))
                 log.info("notice: %s", text)
                 pictures = self._snapshots
                 if action.reply_to_ring and pictures is not None:
                     # Queued behind the ring's picture; waits for it beside the queue, not in it.
-                    self._sends.put_nowait(lambda: self._start(pictures.reply_to_ring(room_id, text, no_picture)))
+                    self._queue_send(lambda: self._start(pictures.reply_to_ring(room_id, text, no_picture)), "notice")
                 else:
                     text += no_picture if action.reply_to_ring else ""
-                    self._sends.put_nowait(lambda: self._signalling.send_notice(room_id, text))
+                    self._queue_send(lambda: self._signalling.send_notice(room_id, text), "notice")
             case SetLeds(state=state):
                 log.info("LEDs: %s", state.value)
                 self._panel.show(state)
@@ -202,7 +205,7 @@ class Orchestrator:
             case PostSnapshot(room_id=room_id, reason=reason):
                 pictures = self._snapshots
                 if pictures is not None:
-                    self._sends.put_nowait(lambda: self._start(pictures.post(room_id, reason)))
+                    self._queue_send(lambda: self._start(pictures.post(room_id, reason)), "picture")
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
@@ -215,6 +218,14 @@ class Orchestrator:
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
                     PrepareNegotiationAnswer() | CloseMedia():
                 self._queue_media(action)
+
+    def _queue_send(self, send: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Queue a room send; a full queue (the homeserver far behind) drops it, loudly, rather than grow without
+        bound (the core already limits what a peer can make it send)."""
+        try:
+            self._sends.put_nowait(send)
+        except asyncio.QueueFull:
+            log.error("%d room sends are waiting for the homeserver: dropped a %s", self._sends.qsize(), what)
 
     async def _send_call_event(self, action: SendCallEvent) -> None:
         await self._signalling.send(action)

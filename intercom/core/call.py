@@ -120,6 +120,7 @@ class Wire(Protocol):
     def select(self, call: Call, party: str) -> Action: ...
     def hangup(self, call: Call, reason: str, *, call_id: str | None = None) -> Action: ...
     def refuse(self, call: Call, reason: str) -> Action: ...
+    def refuse_other(self, call: Call, call_id: str, *, v1: bool, reason: str) -> Action: ...
     def negotiate_answer(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> Action: ...
 
 
@@ -246,8 +247,10 @@ def select_rejecting_party(call: Call, d: Details, now: float, out: list[Action]
 
 
 def hang_up_rival(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    """Our call wins glare; the owner's side drops theirs by the same rule. Tell it, as matrix-js-sdk does."""
-    out.append(call.wire.hangup(call, "replaced", call_id=d.rival_call_id))
+    """Our call wins glare; the owner's side drops theirs by the same rule. Their invite was never answered, so it
+    is declined as any unanswered invite is: ``m.call.reject`` towards v1 (``d.v1``), ``m.call.hangup`` with
+    ``replaced`` towards v0."""
+    out.append(call.wire.refuse_other(call, d.rival_call_id, v1=d.v1, reason="replaced"))
 
 
 def send_local_candidates(call: Call, d: Details, now: float, out: list[Action]) -> None:

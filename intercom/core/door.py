@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from . import glare, legacy, messages, notices, policy, trust
@@ -75,6 +75,8 @@ FINISHED_MEMORY = 256
 SEEN_EVENTS = 512
 #: Bounds on candidates held for calls we have not seen (yet): a hostile peer cannot grow memory.
 PENDING_CALLS = 16
+#: Refusals sent per minute at most (the rest of a flood of unwelcome invites is ignored without a reply).
+REFUSALS_PER_MINUTE = 10
 #: How often one session is told why the door refused it (a hostile session cannot flood the room).
 REFUSAL_NOTICE_INTERVAL = 300.0
 
@@ -130,6 +132,8 @@ class DoorCore:
         self._verdict: trust.Verdict | None = None
         #: When each session was last told why it was refused.
         self._told: OrderedDict[str, float] = OrderedDict()
+        #: When the last refusals were sent (see REFUSALS_PER_MINUTE).
+        self._refusals: deque[float] = deque()
 
     # --- public view ---------------------------------------------------------------------------------------------
 
@@ -445,6 +449,9 @@ class DoorCore:
         problem = self._device_problem(event)
         if problem is not None:
             return ignore(f"not from a session the door trusts: {problem}")
+        if (isinstance(msg, messages.Negotiate) and msg.lifetime_ms is not None and event.age_ms is not None
+                and event.age_ms >= msg.lifetime_ms):
+            return ignore(f"negotiate is older ({event.age_ms} ms) than its lifetime ({msg.lifetime_ms} ms)")
         found = legacy.classify(call, msg, party_id=self.settings.party_id)
         if isinstance(found, str):
             return ignore(found)
@@ -462,6 +469,9 @@ class DoorCore:
             return ignore(f"invite {msg.call_id} is for {msg.invitee}")
         if msg.call_id in self._finished or msg.call_id in self._calls:
             return ignore(f"invite {msg.call_id} was already handled")
+        if event.sender != s.owner and event.room_id != s.room_id and msg.invitee != s.user_id:
+            # A call in some other room, for whoever is there: not ours to answer, nor to refuse.
+            return ignore(f"invite {msg.call_id} in another room, not for the door")
 
         problem = policy.caller_problem(sender=event.sender, room_id=event.room_id, owner=s.owner,
                                         configured_room=s.room_id, room=self.room_problem())
@@ -479,7 +489,7 @@ class DoorCore:
             if not call.takes(what):
                 return self._refuse_invite(msg, event, now, out, "user_busy", "refused: busy with another call")
             self._step(call, what, now, out, Details(detail=f"glare: the owner's call {msg.call_id} wins",
-                                                     rival_call_id=msg.call_id))
+                                                     rival_call_id=msg.call_id, v1=msg.v1))
             if call.state is not CallState.ENDED:
                 self._remember_finished(msg.call_id)
                 return ignore(f"glare: our call {call.call_id} wins over {msg.call_id}")
@@ -489,13 +499,27 @@ class DoorCore:
         if s.commands.open_after_owner_call:
             self._opener = _OpenWindow(call.call_id)
         self._step(call, CallInput.TAKE, now, out, Details(sdp=msg.offer_sdp))
+        # No answer may go out after the caller gave up: the preparation must finish within the invite's life.
+        prepare = call.timers.get(CallInput.PREPARE_TIMEOUT)
+        if prepare is not None and event.age_ms is not None:
+            live_until = now + max(0, msg.lifetime_ms - event.age_ms - policy.RING_GRACE_MS) / 1000
+            call.timers[CallInput.PREPARE_TIMEOUT] = min(prepare, live_until)
 
     def _refuse_invite(self, msg: messages.Invite, event: CallEventReceived, now: float, out: list[Action],
                        v0_reason: str, detail: str) -> None:
-        """Refuse an invite we will not take: ``m.call.reject`` for v1, ``m.call.hangup`` for v0."""
+        """Refuse an invite we will not take: ``m.call.reject`` for v1, ``m.call.hangup`` for v0. At most
+        REFUSALS_PER_MINUTE are sent: a flood of hostile invites gets no reply beyond that, so its replies never
+        queue in front of a real ring."""
+        self._remember_finished(msg.call_id)
+        while self._refusals and now - self._refusals[0] >= 60.0:
+            self._refusals.popleft()
+        if len(self._refusals) >= REFUSALS_PER_MINUTE:
+            return out.append(Ignored(reason=f"invite {msg.call_id} {detail}; not replied to (over "
+                                             f"{REFUSALS_PER_MINUTE} refusals a minute)", event_type=messages.INVITE,
+                                      sender=str(event.sender)[:255]))
+        self._refusals.append(now)
         out.append(legacy.refusal(msg.call_id, self.settings.party_id, v1=msg.v1, v0_reason=v0_reason,
                                   room_id=event.room_id))
-        self._remember_finished(msg.call_id)
         out.append(CallEnded(summary=CallSummary(
             call_id=msg.call_id, direction=Direction.INCOMING, peer=event.sender, outcome=Outcome.REFUSED,
             reason="reject" if msg.v1 else v0_reason, detail=detail, started_at=now, connected_at=None, ended_at=now)))
@@ -544,6 +568,9 @@ class DoorCore:
     def _apply_verdict(self, verdict: trust.Verdict, observed: trust.ObservedKeys, now: float, out: list[Action],
                        reason: str) -> None:
         before, old_pins, old_observed = self._verdict, self._pins, self._observed
+        if verdict.pins is None:  # no keys at all yet: nothing is trusted, nothing pinned
+            self._verdict, self._observed = verdict, observed
+            return
         self._verdict, self._pins, self._observed = verdict, verdict.pins, observed
         room = self.settings.room_id
         problem = verdict.identity_problem
@@ -562,7 +589,7 @@ class DoorCore:
             # long as their keys did not change; they count as the owner again only once confirmed on the door.
             old = {d.device_id: d.ed25519 for d in old_observed.devices}
             now_keys = {d.device_id: d.ed25519 for d in observed.devices}
-            holders = frozenset(d for d in (before.trusted | set(before.pins.devices))
+            holders = frozenset(d for d in (before.trusted | set(before.pins.devices if before.pins else ()))
                                 if d in now_keys and old.get(d) == now_keys[d])
         elif problem is not None:
             holders = frozenset(d.device_id for d in observed.devices if verdict.pins.devices.get(d.device_id) ==

@@ -48,6 +48,10 @@ class LegacyWire:
         return self._send(call, messages.HANGUP, messages.hangup_content(
             call_id or call.call_id, self.party_id, reason=reason))
 
+    def refuse_other(self, call: Call, call_id: str, *, v1: bool, reason: str) -> SendCallEvent:
+        """Refuse another invite in the call's room (the owner's rival call in glare)."""
+        return refusal(call_id, self.party_id, v1=v1, v0_reason=reason, room_id=call.room_id)
+
     def refuse(self, call: Call, reason: str) -> SendCallEvent:
         """An invite we never answered: ``m.call.reject`` (v1) or ``m.call.hangup`` with ``reason`` (v0)."""
         return refusal(call.call_id, self.party_id, v1=call.peer_v1, v0_reason=reason, room_id=call.room_id)

@@ -90,6 +90,8 @@ class Hangup(Message):
 class Negotiate(Message):
     description_type: str
     sdp: str
+    #: How long the sender waits for an answer (ms); None when it gave none (then no limit is applied).
+    lifetime_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,7 +198,11 @@ def parse_call_event(event_type: str, content: Any) -> Message:
         kind, sdp = _description(content, "description", None)
         if kind not in ("offer", "answer"):
             raise MalformedCallEvent(f"description.type {kind!r} is neither offer nor answer")
-        return Negotiate(**common, description_type=kind, sdp=sdp)
+        lifetime = content.get("lifetime")
+        if lifetime is not None and (isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 0):
+            raise MalformedCallEvent("lifetime is not a non-negative integer")
+        return Negotiate(**common, description_type=kind, sdp=sdp,
+                         lifetime_ms=None if lifetime is None else min(lifetime, MAX_LIFETIME_MS))
     return OtherCallEvent(**common, event_type=event_type[:MAX_REASON])
 
 

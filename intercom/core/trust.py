@@ -110,7 +110,7 @@ class Verdict:
     (the room is told about them now). ``identity_problem``: why nothing is trusted, or None.
     """
 
-    pins: Pins
+    pins: Pins | None  #: None: nothing to pin yet (the owner's account has no keys at all: first use is later)
     trusted: frozenset[str] = frozenset()
     untrusted: Mapping[str, str] = field(default_factory=dict)
     new_untrusted: tuple[str, ...] = ()
@@ -122,6 +122,8 @@ class Verdict:
 def assess(pins: Pins | None, observed: ObservedKeys) -> Verdict:
     """Apply the trust rules (module docstring) to what was observed; ``pins`` None: the owner was never seen."""
     devices = {d.device_id: d for d in observed.devices}
+    if pins is None and observed.master_key is None and not observed.devices:
+        return Verdict(pins=None)  # the owner has not signed in anywhere yet: the first keys that appear are pinned
     if pins is None:  # first use: pin what is there
         if observed.master_key is not None:
             pins = Pins(master_key=observed.master_key)
@@ -180,7 +182,7 @@ def accept_identity(pins: Pins | None, observed: ObservedKeys) -> Pins:
     trusted; no earlier problem is carried over."""
     devices = {d.device_id: d for d in observed.devices}
     kept = {} if pins is None else {i: k for i, k in pins.devices.items() if i in devices and devices[i].ed25519 == k}
-    fresh = assess(None, observed).pins
+    fresh = assess(None, observed).pins or Pins()
     if fresh.master_key is None:  # no cross-signing: every device there now is pinned (the owner confirmed them)
         kept.update(fresh.devices)
     return Pins(master_key=fresh.master_key, devices=kept, announced=pins.announced if pins else frozenset())

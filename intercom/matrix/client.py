@@ -100,6 +100,8 @@ REQUEST_TIMEOUT = 20.0
 #: Undecryptable events kept for a retry when room keys arrive later (count, seconds).
 UNDECRYPTED_KEEP = 50
 UNDECRYPTED_MAX_AGE = 120.0
+#: Invites to other rooms being declined at once (a flood beyond this waits for a later sync).
+MAX_DECLINING = 64
 
 
 #: systemd-timesyncd (and chrony's helper) create this once the clock has been synchronised since boot.
@@ -161,6 +163,9 @@ class MatrixAdapter:
         self._closing = False
         self._closed = asyncio.Event()
         self._warned_unencrypted = False
+        #: Rooms the door was invited to and declines (leaves and forgets) beside the sync loop.
+        self._declining: asyncio.Queue[str] = asyncio.Queue()
+        self._decliner: asyncio.Task[None] | None = None
 
     # --- public view -------------------------------------------------------------------------------------------
 
@@ -385,11 +390,16 @@ class MatrixAdapter:
         client, room_id = self._require_client(), self.settings.room_id
         for other, info in response.rooms.invite.items():
             if other != room_id and other not in self._refused_invites:
+                if len(self._refused_invites) >= MAX_DECLINING:
+                    continue  # a flood: the rest are declined once these are done
                 self._refused_invites.add(other)
                 inviter = next((e.sender for e in info.invite_state if isinstance(e, InviteMemberEvent)
                                 and e.state_key == self.settings.user_id), "someone")
-                log.info("Matrix: not joining %s (invited by %s): the door only joins its configured room %s",
-                         other, inviter, room_id)
+                log.info("Matrix: declining the invite to %s (from %s): the door only joins its configured room %s",
+                         other, str(inviter)[:255], room_id)
+                self._declining.put_nowait(other)
+        if self._decliner is None or self._decliner.done():
+            self._decliner = asyncio.ensure_future(self._decline_invites())
         if room_id not in client.invited_rooms or room_id in response.rooms.join:
             return
         try:
@@ -403,6 +413,24 @@ class MatrixAdapter:
             log.log(logging.DEBUG if self._join_failed else logging.WARNING,
                     "Matrix: could not join the configured room %s (will retry): %s", room_id, result)
             self._join_failed = True
+
+    async def _decline_invites(self) -> None:
+        """Leave and forget rooms the door was invited to but will not join, one at a time beside the sync loop
+        (a flood of invites never holds up a sync), so they stop coming back in every full sync."""
+        client = self._require_client()
+        while not self._declining.empty() and not self._closing:
+            other = self._declining.get_nowait()
+            try:
+                left = await client.room_leave(other)
+                forgot = await client.room_forget(other) if not isinstance(left, ErrorResponse) else left
+            except TRANSIENT_EXCEPTIONS as exc:
+                forgot = exc
+            except LocalProtocolError as exc:
+                forgot = exc
+            if isinstance(forgot, (ErrorResponse, BaseException)):
+                log.debug("Matrix: could not decline the invite to %s (will try after a later sync): %s", other,
+                          forgot)
+            self._refused_invites.discard(other)  # seen again in a later sync if still there: tried again
 
     async def _maintain_keys(self) -> None:
         """What nio's sync_forever does between syncs: keys up, keys of others down, one-time keys claimed."""
@@ -456,7 +484,7 @@ class MatrixAdapter:
             observed = await trust.read(client)
             if observed is not None:
                 self._emit(OwnerKeysObserved(keys=observed))
-        trust.classify(client)  # devices nio learnt of in this sync get no room keys unless trusted
+        trust.classify(client, self.settings.room_id)  # devices nio learnt of in this sync: keys only if trusted
 
     def _sender_device(self, room_id: str, event: Any) -> str | None:
         if self._trust is None or not getattr(event, "decrypted", False):
@@ -535,7 +563,7 @@ class MatrixAdapter:
                     result = exc
                 except OlmUnverifiedDeviceError as exc:  # a device nio learnt of since the last classify
                     assert self._trust is not None
-                    self._trust.classify(client)
+                    self._trust.classify(client, self.settings.room_id)
                     if attempt >= 3:
                         log.error("Matrix: could not send %s: device %s cannot be classified", what,
                                   getattr(exc.device, "id", "?"))
@@ -607,6 +635,9 @@ class MatrixAdapter:
         if self._request is not None and not self._request.done():
             self._request.cancel()
         await self._turn.close()
+        if self._decliner is not None:
+            self._decliner.cancel()
+            await asyncio.gather(self._decliner, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
 

@@ -221,32 +221,51 @@ class OwnerTrust:
             log.error("Matrix: could not save the trust pins: %s", exc)
         changed = update.key_holders != self._key_holders or not self._applied
         self._key_holders, self._applied = update.key_holders, True
-        self.classify(client)
+        self.classify(client, room_id)
         if changed:
             with contextlib.suppress(Exception):  # no session yet
                 client.invalidate_outbound_session(room_id)
             log.info("Matrix: room keys go to the owner's sessions %s (%s)",
                      ", ".join(sorted(update.key_holders)) or "none", update.reason)
 
-    def classify(self, client: Any) -> None:
-        """Mark every device nio knows: the owner's key holders (with the keys we checked) verified, every other
-        device blacklisted, so that ``room_send`` shares room keys with the key holders only."""
+    def classify(self, client: Any, room_id: str) -> None:
+        """Mark every device nio knows so that ``room_send`` shares the door's room keys with the owner's key
+        holders only: those (with the keys we checked) verified; every other device of anyone in the door's room
+        (the owner's other sessions, the door's own, a third member's) blacklisted.
+
+        nio's marks are per device, not per room. Devices of people who are not in the door's room are marked
+        ignored: they get keys only for the rooms they share with the door, where the door sends nothing but
+        refusals (a stranger's phone must be able to read the ``m.call.reject`` that stops it ringing). Whoever
+        joins the door's room is blacklisted by the next call, which runs after every sync, before anything is
+        sent."""
         store = getattr(client, "device_store", None)
         if store is None:
             return
+        room = getattr(client, "rooms", {}).get(room_id)
+        in_room = set(room.users) if room is not None else set()
         for user_id in list(store.users):
             for device in list(store.active_user_devices(user_id)):
                 holder = (user_id == self.owner and device.id in self._key_holders
                           and self._devices.get(device.id) == (device.ed25519, device.curve25519))
+                mark = "verified" if holder else ("blacklisted" if user_id in in_room or user_id == self.owner
+                                                  else "ignored")
                 with contextlib.suppress(Exception):  # nio raises for a device it dropped meanwhile
-                    if holder:
-                        if client.olm.is_device_blacklisted(device):
-                            client.unblacklist_device(device)
-                        if not client.olm.is_device_verified(device):
-                            client.verify_device(device)
-                    else:
-                        if client.olm.is_device_verified(device):
-                            client.unverify_device(device)
-                        if not client.olm.is_device_blacklisted(device):
-                            client.blacklist_device(device)
+                    _mark(client, device, mark)
 
+
+
+def _mark(client: Any, device: Any, mark: str) -> None:
+    """Give ``device`` exactly one of nio's marks (verified, blacklisted, ignored), clearing the others."""
+    olm = client.olm
+    if mark != "verified" and olm.is_device_verified(device):
+        client.unverify_device(device)
+    if mark != "blacklisted" and olm.is_device_blacklisted(device):
+        client.unblacklist_device(device)
+    if mark != "ignored" and olm.is_device_ignored(device):
+        client.unignore_device(device)
+    if mark == "verified" and not olm.is_device_verified(device):
+        client.verify_device(device)
+    elif mark == "blacklisted" and not olm.is_device_blacklisted(device):
+        client.blacklist_device(device)
+    elif mark == "ignored" and not olm.is_device_ignored(device):
+        client.ignore_device(device)

@@ -48,13 +48,22 @@ def test_lesser_incoming_call_id_wins_after_our_invite_was_sent():
     assert core.state is CallState.ANSWERING and core.call_id == "1700000000000abc"
 
 
-def test_greater_incoming_call_id_loses_and_is_told_so():
+def test_greater_incoming_call_id_loses_and_a_v1_caller_gets_a_reject():
+    """The owner's invite was never answered: its caller is declined as the spec declines v1 invites."""
     core = make_core(tokens=["0000"])  # our call id: z0000
     ours, _ = place_call(core)
     actions = core.handle(invite("zzzz"), 2.0)
-    (h,) = sends(actions)
-    assert h.content["call_id"] == "zzzz" and h.content["reason"] == "replaced"
+    (r,) = sends(actions)
+    assert r.event_type == "m.call.reject" and r.content["call_id"] == "zzzz"
     assert of(actions, PrepareAnswer) == [] and core.call_id == ours and core.state is CallState.RINGING
+
+
+def test_greater_incoming_call_id_from_a_v0_caller_gets_a_hangup_replaced():
+    core = make_core(tokens=["0000"])
+    ours, _ = place_call(core)
+    (h,) = sends(core.handle(invite("zzzz", version=0, party=None), 2.0))
+    assert h.event_type == "m.call.hangup" and h.content["call_id"] == "zzzz" and h.content["reason"] == "replaced"
+    assert core.call_id == ours
 
 
 def test_late_answer_and_hangup_for_our_replaced_call_are_ignored():

@@ -290,3 +290,30 @@ def test_the_current_calls_held_candidates_survive_a_flood_of_unknown_call_ids()
         core.handle(candidates(f"1700000000000flood{n}", cand(2)), 1.06)
     (add,) = of(core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 1.2), AddRemoteCandidates)
     assert [c.candidate for c in add.candidates] == [cand(1)["candidate"]]
+
+
+def test_a_negotiate_past_its_lifetime_is_not_answered():
+    """The peer gave up on an offer older than its lifetime; answering it would start a stale negotiation."""
+    core = make_core()
+    take_call(core, CALL)
+    connect(core, CALL, 1.5)
+    stale = dataclasses.replace(_negotiate(), age_ms=12_000)  # lifetime 10 s
+    actions = core.handle(stale, 5.0)
+    assert of(actions, PrepareNegotiationAnswer) == [] and "lifetime" in of(actions, Ignored)[0].reason
+    assert core.state is CallState.CONNECTED
+    assert of(core.handle(dataclasses.replace(_negotiate(), age_ms=500, event_id="$fresh"), 6.0),
+              PrepareNegotiationAnswer)
+
+
+def test_no_answer_goes_out_after_the_invites_lifetime_ran_out():
+    """An invite 50 s old with a 60 s lifetime: the caller gives up ~7 s after it arrives (3 s grace), so an answer
+    the media side finishes later than that must not be sent; the call ends instead."""
+    core = make_core()  # prepare_timeout 10 s
+    core.handle(invite(CALL, lifetime=60_000, age_ms=50_000), 1.0)
+    assert core.next_deadline() <= 1.0 + 7.0
+    actions = core.handle(LocalAnswerReady(call_id=CALL, sdp=ANSWER_SDP), 8.5)
+    assert sends(actions, "m.call.answer") == []
+    assert core.state is CallState.IDLE
+    # An answer ready in time is sent as usual.
+    core.handle(invite("1700000000001abc", lifetime=60_000, age_ms=50_000), 20.0)
+    assert sends(core.handle(LocalAnswerReady(call_id="1700000000001abc", sdp=ANSWER_SDP), 21.0), "m.call.answer")

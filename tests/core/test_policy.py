@@ -133,3 +133,33 @@ def test_the_owner_leaving_the_room_ends_the_call():
     (ended,) = of(actions, CallEnded)
     assert ended.summary.outcome is Outcome.COMPLETED
     assert "owner" in ended.summary.detail and core.state is CallState.IDLE
+
+
+def test_a_strangers_invite_in_another_room_for_nobody_in_particular_gets_no_reply():
+    """In a group room the door is in, a call meant for someone else must not be ended by the door's reject."""
+    core = make_core()
+    actions = core.handle(invite("c1", sender=STRANGER, room_id=OTHER_ROOM, invitee=None), 1.0)
+    assert sends(actions) == [] and "not for the door" in of(actions, Ignored)[0].reason
+    actions = core.handle(invite("c2", sender=STRANGER, room_id=OTHER_ROOM, invitee="@carol:example.org"), 1.0)
+    assert sends(actions) == []
+
+
+def test_a_strangers_invite_naming_the_door_or_in_its_room_is_refused():
+    core = make_core()
+    (r,) = sends(core.handle(invite("c1", sender=STRANGER, room_id=OTHER_ROOM, invitee=DOOR), 1.0))
+    assert r.event_type == "m.call.reject" and r.room_id == OTHER_ROOM
+    (r,) = sends(core.handle(invite("c2", sender=STRANGER, invitee=None), 1.0))
+    assert r.event_type == "m.call.reject" and r.room_id == ROOM
+
+
+def test_a_flood_of_invites_gets_a_bounded_number_of_replies_and_the_owner_still_gets_through():
+    from intercom.core.door import REFUSALS_PER_MINUTE
+
+    core = make_core()
+    replies = sum(len(sends(core.handle(invite(f"flood{n}", sender=STRANGER, room_id=OTHER_ROOM), 1.0 + n / 100)))
+                  for n in range(200))
+    assert replies == REFUSALS_PER_MINUTE
+    assert of(core.handle(invite("owner1"), 4.0), PrepareAnswer), "the owner's call is taken after the flood"
+    core.handle(invite("late", sender=STRANGER, room_id=OTHER_ROOM), 30.0)
+    assert sends(core.handle(invite("later", sender=STRANGER, room_id=OTHER_ROOM), 62.0), "m.call.reject"), \
+        "a minute later, refusals are sent again"

@@ -51,6 +51,16 @@ def test_first_use_without_cross_signing_pins_the_devices_there():
     assert later.trusted == {"PHONE"} and later.new_untrusted == ("THIEF",)
 
 
+def test_an_account_without_any_keys_yet_is_pinned_when_its_first_session_appears():
+    """The owner installs the door before signing in anywhere: first use is the first session, not the empty
+    account (else the owner's own phone would be a stranger)."""
+    assert trust.assess(None, ObservedKeys(master_key=None)).pins is None
+    core, actions = encrypted_core(ObservedKeys(master_key=None))
+    assert not of(actions, TrustUpdated) and core.trust_status()["trusted_devices"] == []
+    (update,) = of(core.handle(OwnerKeysObserved(keys=PLAIN), 1.0), TrustUpdated)
+    assert update.trusted == {"PHONE"} and update.pins.devices == {"PHONE": "ed-phone"}
+
+
 def test_a_new_unsigned_device_is_not_trusted_and_is_announced_once():
     pins = trust.assess(None, CROSS).pins
     first = trust.assess(pins, dataclasses.replace(CROSS, devices=(PHONE, LAPTOP, THIEF)))
@@ -135,6 +145,9 @@ def test_trust_only_follows_a_pin_or_a_signature_under_the_pinned_master(steps):
         elif what == "identity":
             pins = trust.accept_identity(pins, observed)
         verdict = trust.assess(pins, observed)
+        if verdict.pins is None:  # no keys at all yet: first use is still to come
+            assert pins is None and not observed.devices and verdict.trusted == frozenset()
+            continue
         pins = verdict.pins
         for d in observed.devices:
             if d.device_id in verdict.trusted:

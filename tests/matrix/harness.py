@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from intercom.core import (
     PrepareOffer,
     SendCallEvent,
     TimerDue,
+    TrustUpdated,
 )
 from intercom.matrix import MatrixAdapter, MatrixSettings
 from intercom.matrix.client import SYNC_FILTER
@@ -66,6 +68,7 @@ class Door:
     """The adapter, driven by the real call core."""
 
     def __init__(self, settings: MatrixSettings, owner: str, party_id: str = "DOORTEST"):
+        settings = dataclasses.replace(settings, owner=owner)  # trust on: keys only to the devices the core trusts
         self.settings = settings
         self.core = DoorCore(CoreSettings(user_id=settings.user_id, owner=owner, room_id=settings.room_id,
                                           party_id=party_id))
@@ -87,6 +90,10 @@ class Door:
 
     def press(self) -> None:
         self._queue.put_nowait(ButtonPressed())
+
+    def feed(self, event: Any) -> None:
+        """Any core event, as if from the door itself (e.g. ``intercom trust``)."""
+        self._queue.put_nowait(event)
 
     async def _pump(self) -> None:
         while True:
@@ -112,6 +119,8 @@ class Door:
                     self.sends.append((sent_at, action, ok))
                 elif isinstance(action, PrepareOffer):
                     pending.append(LocalOfferReady(call_id=action.call_id, sdp=OFFER_SDP, stream_id=STREAM_ID))
+                elif isinstance(action, TrustUpdated):
+                    self.adapter.apply_trust(action)
                 elif isinstance(action, PrepareAnswer):
                     pending.append(LocalAnswerReady(call_id=action.call_id, sdp=ANSWER_SDP, stream_id=STREAM_ID))
 

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from nio import BadEvent, Event
 
-from intercom.core import AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged
+from intercom.core import (AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged,
+                           TrustRequested)
 from intercom.matrix import Credential, MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
 from intercom_dev.testbed.synapse import Homeserver
 
@@ -173,8 +174,9 @@ def test_candidates_without_sdp_mid_reach_the_core_intact(homeserver, matrix_use
     run(main())
 
 
-def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call(homeserver, matrix_users, tmp_path):
-    """A new device of the owner appears after the door started: the door must query its keys before it sends."""
+def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call_once_confirmed(homeserver, matrix_users, tmp_path):
+    """A new device of the owner appears after the door started: the door reads its keys, gives it nothing while
+    it is not trusted, and shares the room key with it as soon as the owner confirms it."""
     async def main() -> None:
         async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=True) as s:
             # A first call, declined, so the door has shared a room key before the new device exists.
@@ -191,6 +193,12 @@ def test_a_phone_that_logs_in_later_can_decrypt_the_doors_call(homeserver, matri
                                                                    "version": "1", "reason": "user_hangup"})
                 await wait_until(lambda: [e for e in s.door.call_events() if e.content.get("call_id") == marker],
                                  what="the new device's event at the door")
+                device = new_phone.client.device_id
+                await wait_until(lambda: device in s.door.core.trust_status()["untrusted_devices"],
+                                 what="the door to see the new, untrusted device")
+                s.door.feed(TrustRequested(device_id=device))
+                await wait_until(lambda: device in s.door.core.trust_status()["trusted_devices"],
+                                 what="the confirmation")
                 s.door.press()
                 invite = await new_phone.wait_for("m.call.invite")
                 assert invite.content["call_id"] != first
@@ -212,18 +220,24 @@ def test_stranger_in_another_room_is_never_answered(homeserver, matrix_users, tm
     async def main() -> None:
         async with door_and_owner(homeserver, matrix_users, tmp_path, encrypted=encrypted) as s:
             stranger = matrix_users("stranger")
-            other_room = homeserver.create_dm_room(stranger.access_token, s.door_user.user_id, encrypted=encrypted)
-            # The door was invited; it must not join by itself. A later event in its own room proves it has synced.
-            marker = phone_call_id("Marker")
-            await s.phone.send(s.room_id, "m.call.hangup", {"call_id": marker, "party_id": PHONE_PARTY,
-                                                             "version": "1", "reason": "user_hangup"})
-            await wait_until(lambda: [e for e in s.door.call_events() if e.content.get("call_id") == marker],
-                             what="the marker event at the door")
-            assert s.door_user.user_id not in joined_members(homeserver, stranger, other_room)
+            invited_to = homeserver.create_dm_room(stranger.access_token, s.door_user.user_id, encrypted=encrypted)
+            # The door was invited; it declines (leaves and forgets the room), so the invite stops coming back.
+            member = f"/_matrix/client/v3/rooms/{quote(invited_to)}/state/m.room.member/{quote(s.door_user.user_id)}"
+            await wait_until(lambda: homeserver.api("GET", member, token=stranger.access_token).get("membership")
+                             == "leave", what="the door to decline the invite")
+            assert s.door_user.user_id not in joined_members(homeserver, stranger, invited_to)
 
-            # Someone made the door join anyway (by hand): a call from that room still must not be answered.
+            # Someone made the door join another room anyway (by hand): a call there still must not be answered.
+            body: dict[str, Any] = {"preset": "public_chat"}
+            if encrypted:
+                body["initial_state"] = [{"type": "m.room.encryption", "state_key": "",
+                                          "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
+            other_room = homeserver.api("POST", "/_matrix/client/v3/createRoom", body, stranger.access_token)["room_id"]
             homeserver.join_room(s.door_user.access_token, other_room)
-            await wait_until(lambda: RoomMembersChanged(room_id=other_room, join_rule="invite",
+            # Synapse refuses call invites in public rooms: make it private again once the door is in.
+            homeserver.api("PUT", f"/_matrix/client/v3/rooms/{quote(other_room)}/state/m.room.join_rules/",
+                           {"join_rule": "invite"}, stranger.access_token)
+            await wait_until(lambda: RoomMembersChanged(room_id=other_room, join_rule="invite", encrypted=encrypted,
                                                         joined=frozenset({s.door_user.user_id, stranger.user_id}))
                              in [e for _, e in s.door.received], what="the door to report the other room's members")
             stranger_phone = await Phone(homeserver.url, stranger.user_id, stranger.password,
