@@ -81,17 +81,27 @@ def load_session(state_dir: Path) -> Session | None:
 
 def save_session(state_dir: Path, session: Session) -> None:
     """Write the session atomically, readable by its owner only."""
-    private_dir(state_dir)
-    path = state_dir / SESSION_FILE
+    write_private_json(state_dir / SESSION_FILE, asdict(session))
+
+
+def write_private_json(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` in the private state directory: atomically, mode 0600, fsynced (the
+    file, then the directory, so the rename survives a power cut)."""
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(asdict(session), f, indent=2)
+        json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def forget_session(state_dir: Path) -> None:

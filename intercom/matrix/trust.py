@@ -34,7 +34,7 @@ from intercom.core import ObservedKeys, Pins, TrustUpdated
 from intercom.core.trust import DeviceKeys
 
 from .retry import TRANSIENT_EXCEPTIONS, Failure
-from .session import private_dir
+from .session import write_private_json
 
 log = logging.getLogger(__name__)
 
@@ -138,22 +138,7 @@ def load_pins(state_dir: Path) -> Pins | None:
 
 def save_pins(state_dir: Path, pins: Pins) -> None:
     """Write the pins atomically and durably, readable by the door's user only."""
-    private_dir(state_dir)
-    path = state_dir / TRUST_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(pins.to_json(), f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private_json(state_dir / TRUST_FILE, pins.to_json())
 
 
 class OwnerTrust:
