@@ -469,8 +469,11 @@ class DoorCore:
             return ignore(f"invite {msg.call_id} is for {msg.invitee}")
         if msg.call_id in self._finished or msg.call_id in self._calls:
             return ignore(f"invite {msg.call_id} was already handled")
-        if event.sender != s.owner and event.room_id != s.room_id and msg.invitee != s.user_id:
-            # A call in some other room, for whoever is there: not ours to answer, nor to refuse.
+        if (event.sender != s.owner and event.room_id != s.room_id and msg.invitee != s.user_id
+                and (event.room_members is None or event.room_members > 2)):
+            # A call in some other room of several people, for whoever is there: not ours to answer, nor to
+            # refuse (a reject there would end it for the one it was meant for). In a room of two, the door is
+            # the only one it can be for: it is refused so the caller's phone stops ringing.
             return ignore(f"invite {msg.call_id} in another room, not for the door")
 
         problem = policy.caller_problem(sender=event.sender, room_id=event.room_id, owner=s.owner,

@@ -28,6 +28,8 @@ class CallEventReceived:
     ``content`` is the event content exactly as sent: anything may be in it.
     ``encrypted``: it arrived Megolm-encrypted; ``device_id``: the sender's device that encrypted it, as the
     Matrix side authenticated it (the session's keys match that device's keys), or None when it could not.
+    ``room_members``: how many members the room has (joined or invited), when the Matrix side knows; a call in
+    a room of two that holds the door can only be meant for the door.
     """
 
     room_id: str
@@ -38,6 +40,7 @@ class CallEventReceived:
     event_id: str | None = None
     encrypted: bool = False
     device_id: str | None = None
+    room_members: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -272,6 +272,7 @@ class MatrixAdapter:
             max_timeouts=0,  # connection errors come back to us at once: we retry, and tell the core
             max_limit_exceeded=0,  # 429s come back to us too: we honour retry_after_ms ourselves
             request_timeout=REQUEST_TIMEOUT,
+            pickle_key=session.crypto_key(self._state_dir),
         )
         client = _NioClient(self._homeserver, self.settings.user_id, store_path=str(crypto), config=config)
         client.envelopes = {}
@@ -356,7 +357,8 @@ class MatrixAdapter:
                     self._remember_undecrypted(room_id, event, envelope)
                     continue
                 device = self._sender_device(room_id, event)
-                converted = routing.to_core_event(room_id, event, envelope, now_ms=synced_now_ms(), device_id=device)
+                converted = routing.to_core_event(room_id, event, envelope, now_ms=synced_now_ms(), device_id=device,
+                                                  room_members=self._room_members(room_id))
                 if converted is not None:
                     batch.append(converted)
                 elif (text := routing.to_text_event(room_id, event, envelope, now_ms=synced_now_ms(),
@@ -491,6 +493,13 @@ class MatrixAdapter:
             return None
         return self._trust.sender_device(self._require_client(), room_id, event)
 
+    def _room_members(self, room_id: str) -> int | None:
+        """Joined and invited members of a room, as nio knows them (None when it does not know the room)."""
+        room = self._require_client().rooms.get(room_id)
+        if room is None:
+            return None
+        return len(room.users)  # nio keeps invited members in users too
+
     def apply_trust(self, update: TrustUpdated) -> None:
         """Carry out the core's verdict: keep the pins, and give room keys to the trusted devices only."""
         if self._trust is not None and self._client is not None:
@@ -519,7 +528,8 @@ class MatrixAdapter:
                 self._undecrypted.append(item)
                 continue
             converted = routing.to_core_event(item.room_id, decrypted, item.envelope, now_ms=synced_now_ms(),
-                                              device_id=self._sender_device(item.room_id, decrypted))
+                                              device_id=self._sender_device(item.room_id, decrypted),
+                                              room_members=self._room_members(item.room_id))
             if converted is not None:
                 held = int((now - item.received) * 1000)
                 age = None if converted.age_ms is None else converted.age_ms + held

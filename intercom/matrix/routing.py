@@ -48,13 +48,15 @@ def event_age(source: Mapping[str, Any] | None, now_ms: int | None = None) -> in
 
 
 def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
-                  now_ms: int | None = None, device_id: str | None = None) -> CallEventReceived | None:
+                  now_ms: int | None = None, device_id: str | None = None,
+                  room_members: int | None = None) -> CallEventReceived | None:
     """The core event for one nio timeline event, or None when it is not an ``m.call.*`` event.
 
     ``event`` is whatever nio produced (typed, ``UnknownEvent``, ``BadEvent``, a decrypted event); ``envelope``
     is the raw event as the server sent it (for an encrypted event: the ``m.room.encrypted`` one). Without an
     envelope, ``event.source`` is used for both. ``device_id``: the sender's device, as authenticated by
     :meth:`~intercom.matrix.trust.OwnerTrust.sender_device` (never the one the content names).
+    ``room_members``: the room's joined and invited members, as the client knows them.
     """
     source = getattr(event, "source", None)
     if not isinstance(source, Mapping):
@@ -77,6 +79,7 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         event_id=event_id if isinstance(event_id, str) else None,
         encrypted=bool(getattr(event, "decrypted", False)),
         device_id=device_id,
+        room_members=room_members,
     )
 
 

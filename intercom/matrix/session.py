@@ -4,6 +4,7 @@ Layout of the state directory (created ``0700``; every file in it ``0600``)::
 
     <state_dir>/session.json          homeserver, user_id, device_id, access_token
     <state_dir>/crypto/               matrix-nio's E2EE store (Olm account, Megolm sessions, sync token)
+    <state_dir>/crypto.key            the random key the store's secrets are pickled with (kept outside it)
 
 Keeping the device ID and the crypto store together matters: a new device ID would be a new, unknown device to
 the owner's clients, with new keys, and encrypted rooms would stop working until it was trusted again.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
 CRYPTO_DIR = "crypto"
+CRYPTO_KEY_FILE = "crypto.key"
+NIO_DEFAULT_PICKLE_KEY = "DEFAULT_KEY"  # matrix-nio's own constant, for stores made before the door had a key
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,41 @@ def private_dir(path: Path) -> Path:
 def crypto_dir(state_dir: Path) -> Path:
     """Where nio keeps its E2EE store; created private before login, as nio needs it to exist."""
     return private_dir(private_dir(state_dir) / CRYPTO_DIR)
+
+
+def crypto_key(state_dir: Path) -> str:
+    """The key nio pickles the Olm account and sessions with: random, made once, 0600, beside the store (so a
+    copy of the store alone reveals no keys).
+
+    A store made before the door kept a key was pickled with nio's constant default; it keeps working with that
+    key (a new key would make the door a new device that every phone must trust again), and a warning says how
+    to move to a random key."""
+    path = state_dir / CRYPTO_KEY_FILE
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    store = state_dir / CRYPTO_DIR
+    if store.is_dir() and any(store.glob("*.db")):
+        log.warning("Matrix: the door's E2EE store (%s) is protected only by matrix-nio's constant default key. "
+                    "To give it a random key: stop the door, remove %s and %s, and start it again (it logs in as "
+                    "a new device, which your phones must trust again)", store, store, state_dir / SESSION_FILE)
+        return NIO_DEFAULT_PICKLE_KEY
+    key = secrets.token_urlsafe(32)
+    private_dir(state_dir)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    dir_fd = os.open(state_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return key
 
 
 def make_private(state_dir: Path) -> None:

@@ -42,8 +42,9 @@ def make_core(*, ready: bool = True, tokens: list[str] | None = None, pins=None,
 
 
 def received(event_type: str, content: dict, *, sender: str = OWNER, room_id: str = ROOM,
-             age_ms: int | None = 100) -> CallEventReceived:
-    return CallEventReceived(room_id=room_id, sender=sender, event_type=event_type, content=content, age_ms=age_ms)
+             age_ms: int | None = 100, **kw) -> CallEventReceived:
+    return CallEventReceived(room_id=room_id, sender=sender, event_type=event_type, content=content, age_ms=age_ms,
+                             **kw)
 
 
 def common(call_id: str, party: str | None = PHONE, version: object = "1") -> dict:

@@ -138,10 +138,22 @@ def test_the_owner_leaving_the_room_ends_the_call():
 def test_a_strangers_invite_in_another_room_for_nobody_in_particular_gets_no_reply():
     """In a group room the door is in, a call meant for someone else must not be ended by the door's reject."""
     core = make_core()
-    actions = core.handle(invite("c1", sender=STRANGER, room_id=OTHER_ROOM, invitee=None), 1.0)
+    actions = core.handle(invite("c1", sender=STRANGER, room_id=OTHER_ROOM, invitee=None, room_members=3), 1.0)
     assert sends(actions) == [] and "not for the door" in of(actions, Ignored)[0].reason
-    actions = core.handle(invite("c2", sender=STRANGER, room_id=OTHER_ROOM, invitee="@carol:example.org"), 1.0)
+    actions = core.handle(invite("c2", sender=STRANGER, room_id=OTHER_ROOM, invitee=None), 1.0)
+    assert sends(actions) == [], "a room the Matrix side cannot count counts as a group"
+    actions = core.handle(invite("c3", sender=STRANGER, room_id=OTHER_ROOM, invitee="@carol:example.org",
+                                 room_members=2), 1.0)
     assert sends(actions) == []
+
+
+def test_a_strangers_invite_in_a_room_of_two_with_the_door_is_refused_so_their_phone_stops_ringing():
+    """matrix-js-sdk sends no invitee in a room of two: the call can only be meant for the door."""
+    core = make_core()
+    actions = core.handle(invite("c1", sender=STRANGER, room_id=OTHER_ROOM, invitee=None, room_members=2), 1.0)
+    (r,) = sends(actions)
+    assert r.event_type == "m.call.reject" and r.room_id == OTHER_ROOM
+    assert of(actions, PrepareAnswer) == [] and of(actions, CallEnded)[0].summary.outcome is Outcome.REFUSED
 
 
 def test_a_strangers_invite_naming_the_door_or_in_its_room_is_refused():

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import sqlite3
 import stat
 import time
 import urllib.parse
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vodozemac
 from nio import BadEvent, Event
+from nio.crypto import OlmAccount
 
 from intercom.core import (AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged,
                            TrustRequested)
@@ -331,6 +334,15 @@ def test_door_restart_is_the_same_device_and_rings_only_for_live_invites(homeser
             assert any(p.suffix == ".db" for p in files)
             assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
             await s.door.close()
+            # The Olm account is pickled with the door's own random key, kept outside the store, not nio's constant.
+            key = (state / "crypto.key").read_text().strip()
+            assert len(key) >= 40 and key != "DEFAULT_KEY"
+            (db,) = [p for p in files if p.suffix == ".db"]
+            with contextlib.closing(sqlite3.connect(db)) as store:
+                (pickled,) = store.execute("SELECT account FROM accounts").fetchone()
+            assert OlmAccount.from_pickle(pickled, key).identity_keys["ed25519"]
+            with pytest.raises((vodozemac.PickleException, vodozemac.LibolmPickleException)):
+                OlmAccount.from_pickle(pickled, "DEFAULT_KEY")
 
             # While the door is down: a short-lived invite goes stale, one is hung up, one is still ringing.
             stale, settled, live = phone_call_id("Stale"), phone_call_id("Settled"), phone_call_id("Live")

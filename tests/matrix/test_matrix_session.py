@@ -53,3 +53,19 @@ def test_state_directories_are_tightened(tmp_path):
     (crypto / "door.db").chmod(0o644)
     session.make_private(state)
     assert mode(crypto / "door.db") == 0o600
+
+
+def test_the_stores_key_is_random_private_and_kept(tmp_path):
+    key = session.crypto_key(tmp_path)
+    assert len(key) >= 40 and key != session.NIO_DEFAULT_PICKLE_KEY
+    assert mode(tmp_path / "crypto.key") == 0o600
+    assert session.crypto_key(tmp_path) == key
+    assert session.crypto_key(tmp_path / "other") != key
+
+
+def test_a_store_made_before_the_key_keeps_nios_default_and_says_how_to_change(tmp_path, caplog):
+    crypto = session.crypto_dir(tmp_path)
+    (crypto / "@door:example.org_DOOR.db").write_bytes(b"")
+    assert session.crypto_key(tmp_path) == session.NIO_DEFAULT_PICKLE_KEY
+    assert not (tmp_path / "crypto.key").exists()
+    assert "default key" in caplog.text and "remove" in caplog.text
