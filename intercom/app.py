@@ -319,3 +319,6 @@ def configure_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt)
     for noisy in ("aioice", "aiortc", "nio", "peewee", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # nio warns about every event that fails its schema: what a peer sends, so a flood would fill the journal.
+    # The door logs what it ignores itself (at debug).
+    logging.getLogger("nio.events").setLevel(logging.ERROR)

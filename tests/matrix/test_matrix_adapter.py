@@ -229,6 +229,18 @@ def test_stranger_in_another_room_is_never_answered(homeserver, matrix_users, tm
             await wait_until(lambda: homeserver.api("GET", member, token=stranger.access_token).get("membership")
                              == "leave", what="the door to decline the invite")
             assert s.door_user.user_id not in joined_members(homeserver, stranger, invited_to)
+            # ... and forgotten: not even a sync that asks for left rooms brings it back.
+            asked = iter(range(1, 1000))
+
+            def still_known() -> set[str]:
+                # A new filter each time: Synapse answers a repeated sync request from its cache for 2 minutes.
+                everything = urllib.parse.urlencode({"full_state": "true", "timeout": "0", "filter": json.dumps(
+                    {"room": {"include_leave": True, "timeline": {"limit": next(asked)}}})})
+                rooms = homeserver.api("GET", f"/_matrix/client/v3/sync?{everything}",
+                                       token=s.door_user.access_token).get("rooms", {})
+                return {room for part in ("join", "invite", "leave") for room in rooms.get(part, {})}
+            await wait_until(lambda: invited_to not in still_known(), what="the door to forget the declined room")
+            assert s.room_id in still_known()
 
             # Someone made the door join another room anyway (by hand): a call there still must not be answered.
             body: dict[str, Any] = {"preset": "public_chat"}
