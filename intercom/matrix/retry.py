@@ -9,6 +9,7 @@ whether it is about the credentials. Every loop then waits as its :class:`Retry`
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,24 @@ MAX_RATE_LIMIT_WAIT = 30.0
 
 #: What a request can fail with that retrying may cure.
 TRANSIENT_EXCEPTIONS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+async def request_json(client: Any, method: str, path: str, *, body: Any = None,
+                       timeout: float | None = None) -> tuple[int, Any]:
+    """One authenticated request through nio's HTTP session, for endpoints nio has no wrapper for (its raw
+    ``send()`` adds no Authorization header). Returns the status and the JSON body (None when it is not JSON);
+    raises what :data:`TRANSIENT_EXCEPTIONS` names when there is no answer."""
+    headers = {"Authorization": f"Bearer {client.access_token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    response = await client.send(method, path, data=None if body is None else json.dumps(body), headers=headers,
+                                 timeout=timeout)
+    try:
+        return response.status, await response.json(content_type=None)
+    except ValueError:
+        return response.status, None
+    finally:
+        response.release()
 
 
 class Failure:

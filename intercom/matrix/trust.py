@@ -33,7 +33,7 @@ import vodozemac
 from intercom.core import ObservedKeys, Pins, TrustUpdated
 from intercom.core.trust import DeviceKeys
 
-from .retry import TRANSIENT_EXCEPTIONS, Failure
+from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
 from .session import write_private_json
 
 log = logging.getLogger(__name__)
@@ -161,22 +161,14 @@ class OwnerTrust:
     async def read(self, client: Any) -> ObservedKeys | None:
         """Ask the homeserver for the owner's keys and check them; None (logged) when it could not be asked."""
         try:
-            response = await client.send(
-                "POST", "/_matrix/client/v3/keys/query",
-                data=json.dumps({"device_keys": {self.owner: []}, "timeout": 10_000}),
-                headers={"Authorization": f"Bearer {client.access_token}", "Content-Type": "application/json"},
-                timeout=self._timeout)
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            finally:
-                response.release()
+            status, body = await request_json(client, "POST", "/_matrix/client/v3/keys/query",
+                                              body={"device_keys": {self.owner: []}, "timeout": 10_000},
+                                              timeout=self._timeout)
         except TRANSIENT_EXCEPTIONS as exc:
             log.warning("Matrix: could not read the owner's keys (will retry): %s", Failure.of(exc))
             return None
-        if response.status != 200 or not isinstance(body, Mapping):
-            log.warning("Matrix: could not read the owner's keys (HTTP %s; will retry)", response.status)
+        if status != 200 or not isinstance(body, Mapping):
+            log.warning("Matrix: could not read the owner's keys (HTTP %s; will retry)", status)
             return None
         observed, self._devices = read_keys(body, self.owner)
         self.stale = False

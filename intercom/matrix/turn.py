@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .retry import TRANSIENT_EXCEPTIONS, Failure
+from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
 
 log = logging.getLogger(__name__)
 
@@ -206,16 +206,8 @@ class TurnSource:
         if client is None or not client.access_token:
             return TurnAnswer(TurnStatus.ERROR, detail="not logged in")
         try:
-            # nio has no wrapper for this endpoint, and its raw send() adds no Authorization header.
-            response = await client.send("GET", "/_matrix/client/v3/voip/turnServer",
-                                         headers={"Authorization": f"Bearer {client.access_token}"},
-                                         timeout=self._timeout)
-            try:
-                body = await response.json(content_type=None)
-            except ValueError:
-                body = None
-            finally:
-                response.release()
+            status, body = await request_json(client, "GET", "/_matrix/client/v3/voip/turnServer",
+                                              timeout=self._timeout)
         except TRANSIENT_EXCEPTIONS as exc:
             return TurnAnswer(TurnStatus.ERROR, detail=str(Failure.of(exc)))
-        return parse_turn_response(response.status, body)
+        return parse_turn_response(status, body)
