@@ -111,7 +111,8 @@ class MediaEngine:
         :param audio_tap: makes an :class:`AudioTap` per call, to observe audio at the ALSA boundary.
         :param video_codecs: video codecs to offer and accept, most preferred first (a subset of ``VIDEO_CODECS``).
         :param freeze_gc: ``gc.freeze()`` when a call's media starts, so that garbage collection pauses stay shorter
-            than the playout margin.
+            than the playout margin; undone (``gc.unfreeze()`` and a collection) once the last call is closed, so
+            what the calls left behind is collected between calls instead of staying for good.
         """
         self._settings = settings
         self._on_state = on_state
@@ -121,6 +122,7 @@ class MediaEngine:
         self._audio_tap = audio_tap
         self._video_codecs = tuple(video_codecs)
         self._freeze_gc = freeze_gc
+        self._frozen = False
         self._calls: dict[str, _Call] = {}
         self._camera_config = CameraConfig(
             width=settings.width,
@@ -340,7 +342,16 @@ class MediaEngine:
                 logger.exception("call %s: closing %s failed", call_id, type(part).__name__)
         del self._calls[call_id]
         call.closed.set()
+        if self._frozen and not self._calls:
+            self._thaw()
         self._report(call_id, "closed")
+
+    def _thaw(self) -> None:
+        """After the last call: give the objects frozen while it ran (its own included) back to the collector, and
+        collect now, while no audio is playing; a freeze is never undone during a call."""
+        self._frozen = False
+        gc.unfreeze()
+        gc.collect()
 
     async def snapshot(self) -> Still:
         """A still picture from the camera (for the room), taken with a camera of its own, off the event loop."""
@@ -510,8 +521,9 @@ class MediaEngine:
             # The cyclic collector's full passes stop every Python thread, the playback thread included, for as
             # long as they take: 13 ms measured in the test process, more with matrix-nio's heap on a Pi. Moving
             # what exists now (the long-lived state) into the permanent generation makes later passes scan only
-            # what was allocated since.
+            # what was allocated since. Undone when the last call closes (see _thaw).
             gc.freeze()
+            self._frozen = True
         speaker = SpeakerSink(
             call.remote_audio,
             self._playback_config,

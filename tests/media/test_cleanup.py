@@ -68,3 +68,34 @@ def test_twenty_calls_leave_nothing_behind(tmp_path):
     leaked = {fd: target for fd, target in _open_fds().items() if fds_before.get(fd) != target}
     assert leaked == {}, leaked
     assert not [t for t in leaked.values() if t.startswith("socket:")]
+
+
+def test_the_gc_freeze_of_a_call_is_undone_when_it_closes(tmp_path):
+    """A call freezes the collector's view (shorter pauses while audio plays); once the last call is closed the
+    freeze is undone, or every call's reference cycles would stay for good (a steady leak on a door)."""
+    write_raw(tmp_path / "door_in.raw", pad(tone(1000, 1.0), 0, 1))
+    write_raw(tmp_path / "phone_in.raw", pad(tone(500, 1.0), 0, 1))
+    gc.unfreeze()
+
+    async def scenario():
+        door_log, phone_log = StateLog(), StateLog()
+        door = MediaEngine(loopback_settings(tmp_path / "door_in.raw", tmp_path / "door_out.raw", camera="synthetic"),
+                           door_log)
+        frames = FrameLog()
+        phone = MediaEngine(loopback_settings(tmp_path / "phone_in.raw", tmp_path / "phone_out.raw"), phone_log,
+                            on_remote_video=frames, freeze_gc=False)
+        await connect(door, door_log, phone, phone_log, "call")
+        await frames.wait_for(lambda f: len(f) >= 3)
+        for _ in range(100):  # the speaker starts (and freezes) just after "connected"
+            if gc.get_freeze_count():
+                break
+            await asyncio.sleep(0.02)
+        during = gc.get_freeze_count()
+        await frames.aclose()
+        await phone.close("call")
+        await door.close("call")
+        return during, gc.get_freeze_count()
+
+    during, after = asyncio.run(scenario())
+    assert during > 0, "the call never froze the collector: this test checks nothing"
+    assert after == 0
