@@ -40,6 +40,7 @@ from intercom.panel import FrontPanel, PanelPins, make_pin_factory
 from intercom.service.config import Config, PanelConfig
 from intercom.service.bootconfig import watch_rejected_card
 from intercom.service.control import ControlServer
+from intercom.service.process import process_figures
 from intercom.service.systemd import Notifier
 from intercom.snapshots import Snapshots, SnapshotStore
 
@@ -119,6 +120,8 @@ class Service:
         self.notifier = notifier or Notifier()
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+        #: What ``run`` returns: 0 for a stop asked for, non-zero when the door ends itself to be restarted.
+        self.exit_code = 0
 
     async def run(self) -> int:
         config = self.config
@@ -159,7 +162,8 @@ class Service:
             return turn + stun
 
         self.snapshots = Snapshots(self.media, self.matrix,
-                                   SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept),
+                                   SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept,
+                                                 config.camera.snapshots_max_mb * 1_000_000),
                                    owner=config.matrix.owner, ring_pictures=config.camera.ring_picture)
         orchestrator.attach(signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
                             snapshots=self.snapshots)
@@ -173,7 +177,7 @@ class Service:
             await self._stop.wait()
         finally:
             await self._shutdown(tasks)
-        return 0
+        return self.exit_code
 
     async def _start_and_sync(self) -> None:
         try:
@@ -185,9 +189,12 @@ class Service:
             await self.matrix.run()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # e.g. the homeserver refused the door's password: retrying would not help
-            log.error("Matrix stopped: %s (fix the config, then: systemctl restart intercom)", exc)
-            self._set_fault("matrix", f"Matrix: {exc}")
+        except Exception:
+            # The adapter retries everything the homeserver can say, so this is a bug: end the process, and
+            # systemd (Restart=always) starts a fresh one rather than leaving a door that rings nobody.
+            log.exception("Matrix stopped unexpectedly; the door exits so that it is restarted")
+            self.exit_code = 1
+            self._stop.set()
 
     def _set_turn(self, available: bool) -> None:
         """What the homeserver's TURN endpoint said; the core words the notice of a call with no network path."""
@@ -246,6 +253,7 @@ class Service:
                 "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
             "last_opening": self.orchestrator.last_opening,
             "trust": core.trust_status(),
+            "process": process_figures(),
         }
 
     async def _command(self, command: str) -> dict[str, Any]:
