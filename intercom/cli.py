@@ -1,4 +1,4 @@
-"""The ``intercom`` command: run the service, press the button, ask its status, check a config."""
+"""The ``intercom`` command: run the service, press the button, ask its status, check a config, check the door."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and explain every problem")
     check.add_argument("file", help="config file (TOML)")
+
+    doctor = sub.add_parser("doctor", help="check the config, homeserver, room, TURN, microphone, speaker, camera, "
+                                           "pins, disk and clock, and say how to fix what is wrong")
+    doctor.add_argument("--config", default="/etc/intercom/intercom.toml", help="config file (TOML)")
+    doctor.add_argument("--simulate", action="store_true",
+                        help="check the simulated hardware of intercom run --simulate instead of the real devices")
+    doctor.add_argument("--socket", default=default_socket_path(), help="control socket of the running service")
+    doctor.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return parser
 
 
@@ -56,6 +64,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(args.verbose)
     return asyncio.run(Service(config, simulate=args.simulate, control_socket=args.socket).run())
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import logging
+
+    from intercom.service.doctor import Options, doctor_main
+
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    return doctor_main(Options(config_path=args.config, simulate=args.simulate, socket=args.socket), sys.stdout,
+                       as_json=args.json)
 
 
 def _control(args: argparse.Namespace) -> int:
@@ -117,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             from intercom.service.config import check_config_main
 
             return check_config_main(args.file, sys.stdout)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "run":
             return _run(args)
         return _control(args)
