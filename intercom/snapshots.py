@@ -4,18 +4,25 @@ Many owners' phones cannot take a legacy call (Element X shows "Call not support
 pushes an ordinary image message. So each ring is also an ``m.image`` with the visitor's face, mentioning the owner
 (``m.mentions``) so their push rules notify loudly; in an encrypted room the picture is uploaded encrypted. The
 call never waits for the picture: the picture is taken, uploaded and posted beside the call, and a failure is only
-logged. The last pictures are also kept on the device, within a bound (:class:`SnapshotStore`). Notices that
-refer to a ring (missed, declined: their words and moment are the core's) reply to its picture.
+logged. The last pictures are also kept on the device, within a count and a size (:class:`SnapshotStore`); they
+are saved from memory beside the post, so a full or read-only SD card never costs the owner the picture. Notices
+that refer to a ring (missed, declined: their words and moment are the core's) reply to its picture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import re
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
+
+from intercom.durable import write_atomic
 
 log = logging.getLogger("intercom")
 
@@ -37,31 +44,95 @@ class Messenger(Protocol):
 
 
 class SnapshotStore:
-    """The last ``keep`` pictures on disk, oldest removed first: disk use stays within ``keep`` pictures."""
+    """The last pictures on disk, within two bounds: at most ``keep`` pictures and at most ``max_bytes`` bytes
+    (``None``: no byte bound). The oldest are removed first.
 
-    def __init__(self, directory: Path, keep: int) -> None:
-        self.directory, self.keep = Path(directory), keep
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    A Pi has no clock that runs while it is off, so the wall clock may be far behind after a boot (until NTP) and
+    jump later. The order of the pictures therefore never depends on it: each file name starts with a sequence
+    number that continues from the highest one on disk, and pruning goes by that number. The time in the name is
+    only for people. Files of an older layout (time first) count as older than every numbered one.
+
+    Writes are durable (:func:`intercom.durable.write_atomic`, mode 0600). :meth:`save` runs blocking disk work
+    and may raise :class:`OSError`; use it from a thread, one at a time or concurrently (it locks)."""
+
+    def __init__(self, directory: Path, keep: int, max_bytes: int | None = None) -> None:
+        self.directory, self.keep, self.max_bytes = Path(directory), keep, max_bytes
+        self._lock = threading.Lock()
+        self._index: list[tuple[int, str, int]] | None = None  # (sequence, name, size), oldest first
+        self._next = 1
 
     def save(self, jpeg: bytes, taken_at: float, reason: str) -> Path | None:
-        if self.keep <= 0:
+        """Keep a picture; ``None`` if the bounds keep none or this one alone is larger than ``max_bytes``."""
+        if self.keep <= 0 or not self.fits(len(jpeg)):
             return None
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(taken_at)) + f"-{int(taken_at * 1000) % 1000:03d}"
-        path = self.directory / f"{stamp}-{reason}.jpg"
-        path.write_bytes(jpeg)
-        path.chmod(0o600)
-        self.prune()
-        return path
+        with self._lock:
+            index = self._load()
+            self._prune(index, adding=1, adding_bytes=len(jpeg))
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(taken_at)) + f"-{int(taken_at * 1000) % 1000:03d}"
+            name = f"{self._next:0{_SEQUENCE_DIGITS}d}-{stamp}-{reason}.jpg"
+            write_atomic(self.directory / name, jpeg, 0o600)
+            index.append((self._next, name, len(jpeg)))
+            self._next += 1
+            return self.directory / name
+
+    def fits(self, size: int) -> bool:
+        """Whether a picture of ``size`` bytes is within the byte bound on its own."""
+        return self.max_bytes is None or size <= self.max_bytes
 
     def pictures(self) -> list[Path]:
-        return sorted(self.directory.glob("*.jpg"))
+        """The pictures on disk now, oldest first (by sequence, not by clock)."""
+        return [self.directory / name for _, name, _ in sorted(self._scan())]
 
     def prune(self) -> None:
-        for old in self.pictures()[: -self.keep or None]:
-            old.unlink(missing_ok=True)
+        """Remove the oldest pictures until the store is within its bounds."""
+        with self._lock:
+            self._prune(self._load())
 
     def total_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.pictures())
+        return sum(size for _, _, size in self._scan())
+
+    def _load(self) -> list[tuple[int, str, int]]:
+        """The index of the pictures, read from disk on first use (so a missing or read-only directory does not
+        stop the door from starting: saving fails and is retried on the next picture)."""
+        if self._index is None:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for leftover in self.directory.glob(".*.tmp"):  # a write cut short by a power cut
+                leftover.unlink(missing_ok=True)
+            self._index = sorted(self._scan())
+            self._next = max((sequence for sequence, _, _ in self._index), default=0) + 1
+        return self._index
+
+    def _scan(self) -> list[tuple[int, str, int]]:
+        found = []
+        try:
+            entries = list(os.scandir(self.directory))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".jpg") or not entry.is_file():
+                continue
+            try:
+                size = entry.stat().st_size
+            except FileNotFoundError:
+                continue
+            numbered = _NUMBERED.match(entry.name)
+            found.append((int(numbered.group(1)) if numbered else 0, entry.name, size))
+        return found
+
+    def _prune(self, index: list[tuple[int, str, int]], adding: int = 0, adding_bytes: int = 0) -> None:
+        """Remove the oldest pictures until ``adding`` more pictures of ``adding_bytes`` fit within the bounds."""
+        count = len(index) + adding
+        total = sum(size for _, _, size in index) + adding_bytes
+        while index and (count > self.keep or (self.max_bytes is not None and total > self.max_bytes)):
+            _, name, size = index[0]
+            (self.directory / name).unlink(missing_ok=True)
+            del index[0]
+            count, total = count - 1, total - size
+
+
+#: Digits of the sequence number that starts each picture's name (zero-padded, so names also sort by it).
+_SEQUENCE_DIGITS = 10
+_NUMBERED = re.compile(rf"^(\d{{{_SEQUENCE_DIGITS}}})-.*\.jpg$")
 
 
 def _file_or_url(url: str, keys: Mapping[str, Any] | None, mimetype: str) -> dict[str, Any]:
@@ -78,24 +149,32 @@ class Snapshots:
                  ring_pictures: bool = True) -> None:
         self._media, self._matrix, self._store, self._owner = media, matrix, store, owner
         self.ring_pictures = ring_pictures
-        self._last_ring: asyncio.Task[str | None] | None = None
+        self._last_ring: asyncio.Future[str | None] | None = None
+        self._failures: set[str] = set()  # kinds of failure to keep a picture logged since the last success
+        self._failures_lock = threading.Lock()
 
     async def post(self, room_id: str, reason: str) -> str | None:
-        """Take a picture and post it (``reason``: ``ring`` or ``request``). Returns the event ID; never raises."""
+        """Take a picture and post it (``reason``: ``ring`` or ``request``). Returns the event ID, once the picture
+        is also kept on the device (or failed to be); never raises."""
         if reason == "ring" and not self.ring_pictures:
             return None
-        task = asyncio.ensure_future(self._post(room_id, reason))
+        saving: list[asyncio.Future[None]] = []
+        task = asyncio.ensure_future(self._post(room_id, reason, saving))
         if reason == "ring":
             self._last_ring = task
-        return await task
+        event_id = await task
+        for saved in saving:
+            await saved  # never raises: _keep logs
+        return event_id
 
-    async def _post(self, room_id: str, reason: str) -> str | None:
+    async def _post(self, room_id: str, reason: str, saving: list[asyncio.Future[None]]) -> str | None:
         try:
             still = await self._media.snapshot()
         except Exception as exc:
             log.warning("no picture for the %s: %s", reason, exc)
             return None
-        self._store.save(still.jpeg, still.taken_at, reason)
+        # Kept beside the post, from memory: a full or read-only SD card never costs the owner the picture.
+        saving.append(asyncio.ensure_future(asyncio.to_thread(self._keep, still.jpeg, still.taken_at, reason)))
         try:
             event_id = await self._send_image(room_id, still, RING_TEXT if reason == "ring" else REQUEST_TEXT)
         except Exception as exc:
@@ -104,6 +183,33 @@ class Snapshots:
         if event_id is not None:
             log.info("picture posted (%s, %d kB)", reason, len(still.jpeg) // 1024)
         return event_id
+
+    def _keep(self, jpeg: bytes, taken_at: float, reason: str) -> None:
+        """Save a picture in the store (in a thread: disk work). A failure is logged once per kind (a full card
+        would otherwise log on every ring), and once when saving works again; it never raises."""
+        if not self._store.fits(len(jpeg)):
+            self._failed("too large", "a picture of %d kB is not kept on the device: it alone is larger than "
+                         "camera.snapshots_max_mb", len(jpeg) // 1024)
+            return
+        try:
+            self._store.save(jpeg, taken_at, reason)
+        except Exception as exc:
+            kind = errno.errorcode.get(exc.errno, str(exc.errno)) if isinstance(exc, OSError) and exc.errno \
+                else type(exc).__name__
+            self._failed(kind, "could not keep the picture on the device (the picture is still posted; this is "
+                         "not logged again until saving works): %s", exc)
+            return
+        with self._failures_lock:
+            if self._failures:
+                self._failures.clear()
+                log.info("pictures are kept on the device again")
+
+    def _failed(self, kind: str, message: str, *args: Any) -> None:
+        with self._failures_lock:
+            first = kind not in self._failures
+            self._failures.add(kind)
+        if first:
+            log.warning(message, *args)
 
     async def _send_image(self, room_id: str, still: Any, text: str) -> str | None:
         encrypt = self._matrix.room_is_encrypted(room_id)
