@@ -179,6 +179,8 @@ class CameraConfig:
     bitrate_kbps: int = _setting(1500, check=checks.whole(100, 8000, "a whole number of kbit/s", " kbit/s"))
     keyframe_interval: float = _setting(2.0, check=checks.seconds(0.5, 2.0))
     snapshots_kept: int = _setting(100, check=checks.whole(0, 10000, "a whole number of pictures", " pictures"))
+    #: Disk space the kept pictures may take at most (oldest deleted first), beside their count.
+    snapshots_max_mb: int = _setting(50, check=checks.whole(1, 10000, "a whole number of megabytes", " MB"))
     ring_picture: bool = _setting(True, check=checks.flag)
 
 

@@ -274,7 +274,7 @@ def test_example_config_loads_to_the_documented_values(tmp_path: Path) -> None:
                           open_command="!open", open_window=60, snapshot_command="!snapshot"),
         audio=AudioConfig(capture_device="default", playback_device="default", echo_cancellation=True),
         camera=CameraConfig(source="picamera2", width=1280, height=720, framerate=30, bitrate_kbps=1500,
-                            keyframe_interval=2.0, snapshots_kept=100, ring_picture=True),
+                            keyframe_interval=2.0, snapshots_kept=100, snapshots_max_mb=50, ring_picture=True),
         path=str(config),
     )
     assert loaded.matrix.read_secret() == ("password", "hunter2-door")
@@ -409,6 +409,28 @@ def test_any_document_gives_a_config_or_explained_problems(data: dict) -> None:
     except ConfigError as err:
         assert err.problems
         assert all(p.field and p.message for p in err.problems)
+
+
+@pytest.mark.parametrize("value, words", [
+    ("0", ["camera.snapshots_max_mb", "0 is out of range", "from 1 to 10000 MB"]),
+    ("20000", ["20000 is out of range", "from 1 to 10000 MB"]),
+    ('"50 MB"', ['expected a whole number of megabytes like 50, got the string "50 MB"', "without quotes"]),
+    ("0.5", ["whole number of megabytes like 50", "leave out the decimal point"]),
+])
+def test_snapshots_max_mb_is_checked_with_an_explanation(value: str, words: list[str]) -> None:
+    text = (CONFIGS / "good_minimal.toml").read_text(encoding="utf-8") + f"\n[camera]\nsnapshots_max_mb = {value}\n"
+    (problem,) = validate_text(text)
+    assert problem.field == "camera.snapshots_max_mb"
+    for word in words:
+        assert word in str(problem)
+
+
+def test_snapshots_max_mb_is_loaded() -> None:
+    data = tomllib.loads((CONFIGS / "good_minimal.toml").read_text())
+    assert parse_config(data, check_files=False).camera.snapshots_max_mb == 50
+    data["camera"] = {"snapshots_max_mb": 200, "snapshots_kept": 1000}
+    camera = parse_config(data, check_files=False).camera
+    assert (camera.snapshots_max_mb, camera.snapshots_kept) == (200, 1000)
 
 
 def test_call_and_command_settings_reach_the_core_with_the_cores_defaults() -> None:
