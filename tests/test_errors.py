@@ -5,7 +5,7 @@ import pytest
 
 from intercom.core.errors import LocalCallError, MalformedCallEvent
 from intercom.errors import IntercomError
-from intercom.matrix.errors import MatrixError, MatrixLoginError
+from intercom.matrix.errors import MatrixError
 from intercom.media.alsa import AlsaError
 from intercom.media.errors import MediaError
 from intercom.panel.errors import PanelError
@@ -15,7 +15,7 @@ from intercom.service.control import ControlError
 
 @pytest.mark.parametrize("error, builtin", [
     (ConfigError, ValueError), (ControlError, ConnectionError), (AlsaError, OSError), (MediaError, RuntimeError),
-    (MatrixError, RuntimeError), (MatrixLoginError, RuntimeError), (PanelError, RuntimeError),
+    (MatrixError, RuntimeError), (PanelError, RuntimeError),
     (LocalCallError, RuntimeError), (MalformedCallEvent, ValueError),
 ])
 def test_each_error_is_an_intercom_error_and_its_builtin(error, builtin):

@@ -9,8 +9,8 @@
 """
 
 from .client import MatrixAdapter
-from .errors import MatrixError, MatrixLoginError
+from .errors import MatrixError
 from .settings import Credential, MatrixSettings
 from .turn import TurnServer
 
-__all__ = ["Credential", "MatrixAdapter", "MatrixError", "MatrixLoginError", "MatrixSettings", "TurnServer"]
+__all__ = ["Credential", "MatrixAdapter", "MatrixError", "MatrixSettings", "TurnServer"]

@@ -25,7 +25,10 @@ Network trouble is never raised; every request is retried by one policy (:mod:`~
 syncs are retried at once, then with a backoff of 0.5 s doubling to 4 s, and
 :class:`~intercom.core.HomeserverConnectionChanged` tells the core (and the LED) while the homeserver is gone.
 Sends retry transient failures and honour ``429`` ``retry_after_ms`` for up to 20 seconds, then give up and return
-False. Only credentials the homeserver refuses raise (:class:`~intercom.matrix.errors.MatrixLoginError`). TURN
+False. Nothing the homeserver says stops the door: a refusal at login or sync (a wrong password, a proxy's 4xx)
+is retried slowly while :class:`~intercom.core.FaultChanged` shows it; a session the homeserver ends (a deleted
+or expired token) is replaced by a new login with the same device ID, so the door keeps its E2EE keys; an E2EE
+store that cannot be opened is set aside, the door signs in as a new device and tells the owner. TURN
 credentials are :mod:`~intercom.matrix.turn`'s business.
 """
 
@@ -35,6 +38,7 @@ import asyncio
 import dataclasses
 import io
 import logging
+import os
 import time
 import uuid
 from collections import deque
@@ -61,6 +65,7 @@ from nio import (
 
 from intercom.core import (
     CallEventReceived,
+    FaultChanged,
     HomeserverConnectionChanged,
     OwnerKeysObserved,
     RoomMembersChanged,
@@ -72,7 +77,9 @@ from intercom.core.door import UNENCRYPTED_WARNING
 from intercom.core.events import Event
 
 from . import routing, session
-from .errors import MatrixError, MatrixLoginError
+from intercom.durable import fsync_dir
+
+from .errors import MatrixError
 from . import retry
 from .retry import TRANSIENT_EXCEPTIONS, Failure
 from .settings import MatrixSettings
@@ -166,6 +173,9 @@ class MatrixAdapter:
         #: Rooms the door was invited to and declines (leaves and forgets) beside the sync loop.
         self._declining: asyncio.Queue[str] = asyncio.Queue()
         self._decliner: asyncio.Task[None] | None = None
+        #: What the homeserver refuses that the door cannot fix (shown as a fault), and what the owner must hear.
+        self._fault: str | None = None
+        self._pending_notice: str | None = None
 
     # --- public view -------------------------------------------------------------------------------------------
 
@@ -184,8 +194,8 @@ class MatrixAdapter:
     # --- start-up ----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Log in (or resume the saved session) and do the first sync. Retries while the homeserver cannot be
-        reached; raises :class:`MatrixLoginError` when it refuses the credentials."""
+        """Log in (or resume the saved session) and do the first sync. Returns once both worked: retries while
+        the homeserver cannot be reached, and slowly while it refuses (showing the fault meanwhile)."""
         if self._client is not None:
             raise MatrixError("the Matrix adapter is already started")
         self._client = self._new_client()
@@ -195,8 +205,10 @@ class MatrixAdapter:
         session.make_private(self._state_dir)
 
     async def _retrying(self, what: str, step: Callable[[], Any]) -> None:
-        """Run ``step`` until it stops failing transiently. ``step`` returns None on success or a failure."""
-        failures = 0
+        """Run ``step`` until it works. ``step`` returns None on success or a failure: a transient one is retried
+        soon (the door shows offline), a refusal slowly (:data:`~intercom.matrix.retry.REFUSED`; the door shows
+        the fault, which someone may fix on the homeserver without touching the door)."""
+        failures = refusals = 0
         while True:
             self._check_open()
             try:
@@ -204,67 +216,142 @@ class MatrixAdapter:
             except TRANSIENT_EXCEPTIONS as exc:
                 failure = Failure.of(exc)
             if failure is None:
+                self._set_fault(None)
                 return
-            if not failure.transient:
-                raise MatrixLoginError(f"the homeserver refused to let the door {what}: {failure}")
-            failures += 1
-            self._set_online(False, f"cannot {what}: {failure}")
-            await self._pause(retry.START.delay(failures, failure))
+            if failure.transient:
+                failures += 1
+                self._set_online(False, f"cannot {what}: {failure}")
+                delay = retry.START.delay(failures, failure)
+            else:
+                refusals += 1
+                delay = retry.REFUSED.delay(refusals)
+                self._set_fault(failure.what if failure.auth else f"the homeserver refused to let the door {what}: "
+                                f"{failure}", retry_in=delay)
+            await self._pause(delay)
 
     async def _login(self) -> Failure | None:
         client, s = self._require_client(), self.settings
         saved = session.load_session(self._state_dir)
         if (saved is not None and saved.homeserver == self._homeserver and saved.user_id == s.user_id
                 and (s.access_token is None or saved.access_token == s.access_token)):
-            client.restore_login(saved.user_id, saved.device_id, saved.access_token)
+            if not await self._open_store(lambda: client.restore_login(saved.user_id, saved.device_id,
+                                                                        saved.access_token)):
+                return Failure("the E2EE store was set aside", transient=True, retry_after=0.0)
             log.info("Matrix: resuming the saved session of %s (device %s)", saved.user_id, saved.device_id)
             return None
         if s.access_token is not None:
             client.access_token = s.access_token
             who = await client.whoami()
             if not isinstance(who, WhoamiResponse):
-                return Failure.of(who)
+                failure = Failure.of(who)
+                return failure if not failure.auth else Failure(
+                    f"the homeserver does not accept the door's access token ({failure}): put a new one in the "
+                    "file matrix.access_token_file names, then restart the door", transient=False, auth=True)
             if who.user_id != s.user_id or not who.device_id:
-                raise MatrixLoginError(
-                    f"the access token belongs to {who.user_id} (device {who.device_id}), not to {s.user_id}")
+                return Failure(f"the access token belongs to {who.user_id} (device {who.device_id}), not to "
+                               f"{s.user_id}: fix matrix.user_id or the token", transient=False, auth=True)
             new = session.Session(self._homeserver, who.user_id, who.device_id, s.access_token)
-            client.restore_login(new.user_id, new.device_id, new.access_token)
+            if not await self._open_store(lambda: client.restore_login(new.user_id, new.device_id,
+                                                                        new.access_token)):
+                return Failure("the E2EE store was set aside", transient=True, retry_after=0.0)
             log.info("Matrix: using the given access token of %s (device %s)", new.user_id, new.device_id)
         else:
             assert s.password is not None
-            response = await client.login(password=s.password, device_name=s.device_name)
+            kept = client.device_id
+            try:
+                response = await client.login(password=s.password, device_name=s.device_name)
+            except TRANSIENT_EXCEPTIONS:
+                raise
+            except Exception as exc:  # nio opens the device's E2EE store as the login's answer arrives
+                await self._store_damaged(exc)
+                return Failure("the E2EE store was set aside", transient=True, retry_after=0.0)
             if not isinstance(response, LoginResponse):
                 failure = Failure.of(response)
-                if not failure.transient:
-                    raise MatrixLoginError(f"the homeserver refused the door's password: {failure}")
-                return failure
+                return failure if failure.transient else Failure(
+                    f"the homeserver refused the door's password ({failure}): fix the file matrix.password_file "
+                    "names (or the account on the homeserver)", transient=False, auth=True)
             new = session.Session(self._homeserver, response.user_id, response.device_id, response.access_token)
-            log.info("Matrix: logged in as %s, new device %s", new.user_id, new.device_id)
+            if kept and response.device_id == kept:
+                log.warning("Matrix: logged in again as %s, same device %s", new.user_id, new.device_id)
+                self._reupload_device_keys()
+            else:
+                log.info("Matrix: logged in as %s, new device %s", new.user_id, new.device_id)
         session.save_session(self._state_dir, new)
         return None
+
+    async def _open_store(self, restore: Callable[[], None]) -> bool:
+        """Resume a login, which opens the device's E2EE store; a store that cannot be opened (damaged by a power
+        cut, a full card, a lost key) is set aside and False returned, so the next attempt logs in afresh."""
+        try:
+            restore()
+            return True
+        except Exception as exc:
+            await self._store_damaged(exc)
+            return False
+
+    async def _store_damaged(self, exc: BaseException) -> None:
+        """Move the unusable E2EE store and the session aside and start over as a new device; the owner is told
+        after the next sync (:meth:`_tell_owner`)."""
+        crypto = self._state_dir / session.CRYPTO_DIR
+        aside = self._state_dir / f"{session.CRYPTO_DIR}.damaged-{int(time.time())}"
+        log.error("Matrix: the door's E2EE store cannot be used (%s: %s); it is moved to %s and the door signs in "
+                  "again as a new device", type(exc).__name__, exc, aside)
+        if crypto.exists():
+            os.replace(crypto, aside)
+        (self._state_dir / session.CRYPTO_KEY_FILE).unlink(missing_ok=True)
+        session.forget_session(self._state_dir)
+        fsync_dir(self._state_dir)
+        await self._require_client().close()
+        self._client = self._new_client()
+        self._pending_notice = (
+            f"The door's encryption store was damaged ({type(exc).__name__}) and has been set aside. The door "
+            "signed in again as a new session{device}: if your app asks, verify it. Messages sent to the door's "
+            "old session cannot be read any more.")
+
+    def _reupload_device_keys(self) -> None:
+        """Same device after a new login: the homeserver may have dropped its keys with the old token (a signed-out
+        device loses them), so upload them again with the next key upload (the same keys: trust in the door
+        stays)."""
+        olm = getattr(self._require_client(), "olm", None)
+        if olm is not None:
+            olm.account.shared = False
 
     async def _first_sync(self) -> Failure | None:
         result = await self._sync(timeout_ms=0, full_state=True)
         if isinstance(result, SyncResponse):
             await self._process(result)
+            await self._tell_owner()
             return None
         failure = Failure.of(result)
         if failure.auth:
-            await self._session_refused(failure)
-            return Failure("log in again", transient=True, retry_after=0.0)
+            return await self._session_refused(failure) or Failure("logged in again", transient=True,
+                                                                   retry_after=0.0)
         return failure
 
-    async def _session_refused(self, failure: Failure) -> None:
-        """The saved token was refused: with a password, log in again (a new device); without, give up."""
+    async def _session_refused(self, failure: Failure) -> Failure | None:  # None: logged in again
+        """The homeserver no longer takes the door's token (the session was signed out, the token expired or was
+        deleted): with a password, log in again keeping the device ID (the same E2EE keys, so phones keep
+        trusting the door) and go on; with an access token only, nothing the door can do (the fault says so)."""
         if self.settings.password is None:
-            raise MatrixLoginError(f"the homeserver no longer accepts the door's access token ({failure})")
-        log.warning("Matrix: the saved session was refused (%s); logging in again as a new device", failure)
+            return Failure(f"the homeserver no longer accepts the door's access token ({failure}): put a new one in "
+                           "the file matrix.access_token_file names, then restart the door", transient=False,
+                           auth=True)
+        device = self._require_client().device_id
+        log.warning("Matrix: the homeserver ended the door's session (%s); logging in again as device %s", failure,
+                    device)
         session.forget_session(self._state_dir)
         await self._require_client().close()
-        self._client = self._new_client()
+        self._client = self._new_client(device_id=device)
         await self._retrying("log in", self._login)
+        return None
 
-    def _new_client(self) -> _NioClient:
+    async def _tell_owner(self) -> None:
+        """Send what the door had to tell the owner about itself (a new session after a damaged store)."""
+        text, self._pending_notice = self._pending_notice, None
+        if text is not None:
+            await self.send_notice(self.settings.room_id, text.format(device=f" ({self.device_id})"))
+
+    def _new_client(self, device_id: str | None = None) -> _NioClient:
         crypto = session.crypto_dir(self._state_dir)  # nio needs the store directory before login
         config = AsyncClientConfig(
             encryption_enabled=True,
@@ -274,14 +361,15 @@ class MatrixAdapter:
             request_timeout=REQUEST_TIMEOUT,
             pickle_key=session.crypto_key(self._state_dir),
         )
-        client = _NioClient(self._homeserver, self.settings.user_id, store_path=str(crypto), config=config)
+        client = _NioClient(self._homeserver, self.settings.user_id, device_id=device_id or "",
+                            store_path=str(crypto), config=config)
         client.envelopes = {}
         return client
 
     # --- the sync loop -----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sync until :meth:`close`. Returns normally after close; raises only :class:`MatrixLoginError`."""
+        """Sync until :meth:`close`, then return. A session the homeserver ends is replaced by a new login."""
         self._require_client()
         failures = 0
         while not self._closing:
@@ -301,7 +389,10 @@ class MatrixAdapter:
             failure = Failure.of(result)
             if failure.auth:
                 self._set_online(False, f"the homeserver refused the door's session ({failure})")
-                raise MatrixLoginError(f"the homeserver no longer accepts the door's session: {failure}")
+                await self._retrying("log in again", lambda: self._session_refused(failure))
+                # A new client knows no rooms yet: the next sync is a first sync again (full state).
+                await self._retrying("sync", self._first_sync)
+                continue
             failures += 1
             delay = retry.SYNC.delay(failures, failure)
             if delay == 0:
@@ -688,6 +779,21 @@ class MatrixAdapter:
             log.warning("Matrix: offline, the homeserver %s cannot be reached (%s); retrying", self.settings.homeserver,
                         why)
         self._emit(HomeserverConnectionChanged(online=online))
+
+    def _set_fault(self, fault: str | None, *, retry_in: float = 0.0) -> None:
+        """What the door cannot fix by itself on the Matrix side (the core shows the error pattern and ``intercom
+        status`` the text), or None once it works again. Logged once per distinct fault."""
+        if fault == self._fault:
+            if fault is not None:
+                log.debug("Matrix: still refused (%s); next try in %.0f s", fault, retry_in)
+            return
+        self._fault = fault
+        if fault is None:
+            log.info("Matrix: the homeserver accepts the door again")
+        else:
+            log.error("Matrix: %s (the door tries again in %.0f s, then less often, up to every %.0f min)", fault,
+                      retry_in, retry.REFUSED.longest / 60)
+        self._emit(FaultChanged(fault=None if fault is None else f"Matrix: {fault}", source="matrix"))
 
     def _emit(self, event: Event) -> None:
         try:

@@ -1,7 +1,8 @@
-"""Errors of the Matrix side that a person has to act on (wrong password, revoked token, unusable settings).
+"""Errors of the Matrix side: using the adapter wrongly (before start, after close) or an upload that failed.
 
-Network trouble is never raised: the adapter reports it as ``HomeserverConnectionChanged(online=False)`` and keeps
-trying. These are for problems that retrying cannot fix.
+Nothing the homeserver says is raised out of the sync loop: network trouble is reported as
+``HomeserverConnectionChanged(online=False)`` and a refusal (wrong password, revoked token) as a ``FaultChanged``,
+and the adapter keeps trying.
 """
 
 from __future__ import annotations
@@ -10,8 +11,5 @@ from intercom.errors import IntercomError
 
 
 class MatrixError(IntercomError, RuntimeError):
-    """The Matrix adapter cannot go on without a change to its settings or credentials."""
+    """The Matrix adapter was used before its start or after its close, or a request it cannot retry failed."""
 
-
-class MatrixLoginError(MatrixError):
-    """The homeserver refused the door's password or access token."""

@@ -3,7 +3,11 @@
 A failure is classified once (:meth:`Failure.of`): transient (no answer, a 5xx, a 429) or not (a refusal), and
 whether it is about the credentials. Every loop then waits as its :class:`Retry` says: a rate limit's
 ``retry_after_ms`` when given (up to :data:`MAX_RATE_LIMIT_WAIT`), else a backoff doubling from ``first`` to
-:data:`BACKOFF_MAX`, and gives up only where the policy has a bound (a send: attempts and a time budget).
+``longest``, and gives up only where the policy has a bound (a send: attempts and a time budget).
+
+A door has nobody to restart it, so logging in and syncing never give up: a refusal (a 4xx that is not a rate
+limit: a proxy's 403 or 404 while the homeserver is being moved, a wrong password the admin may reset) is retried
+too, only slowly (:data:`REFUSED`), while the door shows the fault.
 """
 
 from __future__ import annotations
@@ -73,7 +77,8 @@ class Failure:
 class Retry:
     """How one kind of request is retried."""
 
-    first: float  #: the first wait, doubling after each further failure up to BACKOFF_MAX
+    first: float  #: the first wait, doubling after each further failure up to ``longest``
+    longest: float = BACKOFF_MAX  #: the longest wait
     free: int = 0  #: failures retried at once before waiting starts
     jitter: bool = True  #: wait 90-100 % of the backoff, so that many doors do not return in step
     attempts: int | None = None  #: give up after this many attempts (None: never)
@@ -85,7 +90,7 @@ class Retry:
             return min(failure.retry_after, MAX_RATE_LIMIT_WAIT)
         if failures <= self.free:
             return 0.0
-        wait = min(BACKOFF_MAX, self.first * 2 ** (failures - self.free - 1))
+        wait = min(self.longest, self.first * 2 ** min(failures - self.free - 1, 32))
         return wait * random.uniform(0.9, 1.0) if self.jitter else wait
 
     def gives_up(self, attempts: int, spent: float, delay: float) -> bool:
@@ -98,6 +103,8 @@ class Retry:
 START = Retry(first=0.5)
 #: The sync loop: one lost request (a long-poll cut by a proxy, a stale pooled connection) at once, then as START.
 SYNC = Retry(first=0.5, free=1)
+#: Logging in or syncing while the homeserver refuses (not a network failure): from 30 s, doubling to 10 min.
+REFUSED = Retry(first=30.0, longest=600.0)
 #: A send: at most 10 attempts within 20 s, waiting 0.25 s, doubling, with one transaction ID throughout.
 SEND = Retry(first=0.25, jitter=False, attempts=10, budget=20.0)
 

@@ -26,9 +26,9 @@ import vodozemac
 from nio import BadEvent, Event
 from nio.crypto import OlmAccount
 
-from intercom.core import (AddRemoteCandidates, ApplyAnswer, IceCandidate, PressFeedback, RoomMembersChanged,
+from intercom.core import (AddRemoteCandidates, ApplyAnswer, FaultChanged, IceCandidate, PressFeedback, RoomMembersChanged,
                            TrustRequested)
-from intercom.matrix import Credential, MatrixAdapter, MatrixLoginError, MatrixSettings, TurnServer
+from intercom.matrix import Credential, MatrixAdapter, MatrixError, MatrixSettings, TurnServer
 from intercom_dev.testbed.synapse import Homeserver
 
 from ..support import TURN_SHARED_SECRET, TURN_URIS, User
@@ -398,18 +398,28 @@ def test_door_restart_is_the_same_device_and_rings_only_for_live_invites(homeser
 # --- logging in ----------------------------------------------------------------------------------------------------
 
 
-def test_wrong_password_is_an_error_not_a_retry_loop(homeserver, matrix_users, tmp_path):
+def test_a_wrong_password_is_a_fault_retried_slowly_and_never_shown(homeserver, matrix_users, tmp_path):
+    """A refused password cannot be fixed by retrying soon, but may be fixed on the homeserver: the door shows the
+    fault (naming the setting, never the secret) and keeps trying, slowly."""
     async def main() -> None:
         user = matrix_users("door")
+        events: list[Any] = []
         adapter = MatrixAdapter(MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
                                                state_dir=tmp_path / "door", device_name="test door",
                                                credential=Credential("password", "not the password")),
-                                lambda event: None)
+                                events.append)
+        start = asyncio.ensure_future(adapter.start())
         try:
-            with pytest.raises(MatrixLoginError, match="password"):
-                await asyncio.wait_for(adapter.start(), 30)
+            await wait_until(lambda: [e for e in events if isinstance(e, FaultChanged)], what="the fault")
+            fault = next(e for e in events if isinstance(e, FaultChanged))
+            assert fault.source == "matrix" and "password" in fault.fault and "matrix.password_file" in fault.fault
+            assert "not the password" not in fault.fault
+            await asyncio.sleep(1.0)
+            assert not start.done(), "the door gave up instead of retrying"
         finally:
             await adapter.close()
+            with pytest.raises(MatrixError):
+                await start
         assert not (tmp_path / "door" / "session.json").exists()
 
     run(main())
@@ -480,12 +490,21 @@ def report(what: str, **seconds: float) -> None:
     print(f"\n[measured] {what}: " + ", ".join(f"{k}={v * 1000:.0f} ms" for k, v in seconds.items()))
 
 
+def device_keys(hs: Homeserver, asker: User, user: User, device_id: str) -> dict | None:
+    """The device keys the homeserver publishes for ``user``'s ``device_id`` (None when it has none), as another
+    user (``asker``) sees them."""
+    answer = hs.api("POST", "/_matrix/client/v3/keys/query", {"device_keys": {user.user_id: []}},
+                    token=asker.access_token)
+    return answer["device_keys"].get(user.user_id, {}).get(device_id)
+
+
 @pytest.mark.parametrize("credential", ["password", "access_token"])
 def test_a_refused_session(homeserver, matrix_users, tmp_path, credential):
-    """The saved token stops working (the device was signed out elsewhere): with a password the door logs in again
-    as a new device; with an access token it cannot, and says so."""
+    """The saved token stops working (the device was signed out elsewhere, which also drops its keys): with a
+    password the door logs in again as the same device and uploads the same keys again, so phones keep trusting
+    it; with an access token it cannot, and the fault says what to do."""
     async def main() -> None:
-        user = matrix_users("door")
+        user, asker = matrix_users("door"), matrix_users("asker")
         secret = user.password if credential == "password" else user.access_token
         settings = MatrixSettings(homeserver=homeserver.url, user_id=user.user_id, room_id="!x:localhost",
                                   state_dir=tmp_path / "door", credential=Credential(credential, secret),
@@ -493,21 +512,32 @@ def test_a_refused_session(homeserver, matrix_users, tmp_path, credential):
         first = MatrixAdapter(settings, lambda e: None)
         await first.start()
         old_device = first.device_id
+        await wait_until(lambda: device_keys(homeserver, asker, user, old_device) is not None, what="the door's keys")
+        keys = device_keys(homeserver, asker, user, old_device)["keys"]
         token = json.loads((tmp_path / "door" / "session.json").read_text())["access_token"]
         await first.close()
         homeserver.api("POST", "/_matrix/client/v3/logout", {}, token)
+        assert device_keys(homeserver, asker, user, old_device) is None
 
-        again = MatrixAdapter(settings, lambda e: None)
+        events: list[Any] = []
+        again = MatrixAdapter(settings, events.append)
+        start = asyncio.ensure_future(again.start())
         try:
             if credential == "access_token":
-                with pytest.raises(MatrixLoginError, match="access token"):
-                    await asyncio.wait_for(again.start(), 30)
+                await wait_until(lambda: [e for e in events if isinstance(e, FaultChanged)], what="the fault")
+                fault = next(e for e in events if isinstance(e, FaultChanged)).fault
+                assert "access token" in fault and "matrix.access_token_file" in fault and secret not in fault
+                assert not start.done()
                 return
-            await asyncio.wait_for(again.start(), 30)
-            assert again.online and again.device_id != old_device
+            await asyncio.wait_for(start, 30)
+            assert again.online and again.device_id == old_device
             saved = json.loads((tmp_path / "door" / "session.json").read_text())
-            assert saved["device_id"] == again.device_id and saved["access_token"] != token
+            assert saved["device_id"] == old_device and saved["access_token"] != token
+            await wait_until(lambda: device_keys(homeserver, asker, user, old_device) is not None,
+                             what="the door's keys uploaded again")
+            assert device_keys(homeserver, asker, user, old_device)["keys"] == keys
         finally:
             await again.close()
+            await asyncio.gather(start, return_exceptions=True)
 
     run(main())
