@@ -42,6 +42,7 @@ from intercom.service.bootconfig import watch_rejected_card
 from intercom.service.control import ControlServer
 from intercom.service.process import process_figures
 from intercom.service.systemd import Notifier
+from intercom.service.watchdog import LoopWatchdog, limit_for
 from intercom.snapshots import Snapshots, SnapshotStore
 
 log = logging.getLogger("intercom")
@@ -171,7 +172,10 @@ class Service:
         await self.control.start()
         log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,
                  config.matrix.room_id, " (simulated hardware)" if self.simulate else "")
+        self.loop_watchdog = LoopWatchdog(limit_for(self.notifier.watchdog_interval))
+        self.loop_watchdog.start()
         tasks = [asyncio.ensure_future(self._start_and_sync()), asyncio.ensure_future(self._watchdog()),
+                 asyncio.ensure_future(self.loop_watchdog.heartbeat()),
                  asyncio.ensure_future(watch_rejected_card(lambda fault: self._set_fault("boot-config", fault)))]
         try:
             await self._stop.wait()
@@ -212,7 +216,8 @@ class Service:
                         "or list STUN servers under [network] stun_servers in %s", self.config.path)
 
     async def _watchdog(self) -> None:
-        """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service."""
+        """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service (and before
+        that, :class:`~intercom.service.watchdog.LoopWatchdog` ends it, saying where the loop is stuck)."""
         interval = self.notifier.watchdog_interval
         last_extend = 0.0
         while True:
@@ -296,6 +301,7 @@ class Service:
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
         log.info("stopping")
+        self.loop_watchdog.stop()  # from here systemd's TimeoutStopSec bounds what is left
         self.notifier.stopping()
         if self.core.state is not CallState.IDLE:
             self.orchestrator.feed(HangupRequested())

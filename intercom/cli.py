@@ -51,6 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    import faulthandler
 
     from intercom.app import Service, configure_logging
     from intercom.service.config import ConfigError, load_config
@@ -63,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fix the config (intercom check-config {args.config}) and start again", file=sys.stderr)
         return 2
     configure_logging(args.verbose)
+    faulthandler.enable()  # a stuck door killed by systemd's watchdog (SIGABRT) says where it was stuck
     return asyncio.run(Service(config, simulate=args.simulate, control_socket=args.socket).run())
 
 
