@@ -11,7 +11,7 @@ def _intercom(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_the_commands():
     result = _intercom("--help")
     assert result.returncode == 0
-    for command in ("run", "press", "status", "check-config"):
+    for command in ("run", "press", "status", "check-config", "doctor"):
         assert command in result.stdout
     assert "demo" not in result.stdout  # a development tool (bash scripts/demo), not a command of the door
 
