@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from intercom.service.doctor import CHECKS, DEVICE_NAME, HARDWARE, Options, Report, Status, run_doctor
+from intercom.service.doctor import CHECKS, HARDWARE, Options, Report, Status, run_doctor
+from intercom.service.doctor_devices import level_dbfs
+from intercom.service.doctor_matrix import DEVICE_NAME
 from intercom_dev.testbed.door import write_config
 
 from ..network.servers import Coturn
@@ -100,8 +102,6 @@ def test_a_good_door_passes_every_check_and_the_temporary_device_is_logged_out(
     assert list(checks["turn"].data["failed"]) == ["turns:127.0.0.1:5349?transport=tcp"]
     assert -40 < checks["microphone"].data["level_dbfs"] < -3  # the simulated visitor's voice
     # The speaker's beep reached the simulated speaker (a file): about -15 dBFS RMS for a -12 dBFS peak sine.
-    from intercom.service.doctor import level_dbfs
-
     speaker = Path(setup.tmp / "door" / "state" / "simulated" / "speaker.raw").read_bytes()
     assert -20 < level_dbfs(speaker) < -12
     # The doctor's device was logged out again; the door's own devices are untouched.

@@ -17,24 +17,16 @@ import pytest
 from aioice import stun
 
 from intercom.core.events import RoomMembersChanged
-from intercom.service import doctor
+from intercom.service import doctor, doctor_devices
 from intercom.service.config import parse_config
 from intercom.service.control import ControlServer
-from intercom.service.doctor import (
-    Report,
-    Result,
-    Status,
+from intercom.service.doctor import Report, Result, Status, bounded, in_thread, judge_disk, judge_service
+from intercom.service.doctor_devices import judge_frame, judge_microphone, level_dbfs
+from intercom.service.doctor_matrix import (
     TurnTarget,
-    bounded,
     explain_turn_failure,
-    in_thread,
     judge_allocations,
-    judge_disk,
-    judge_frame,
-    judge_microphone,
     judge_room,
-    judge_service,
-    level_dbfs,
     turn_target,
 )
 
@@ -258,18 +250,18 @@ def test_a_missing_sound_device_fails_with_the_setting_to_change(tmp_path):
     cfg = parse_config({"matrix": {"homeserver": "https://matrix.example.org", "user_id": DOOR, "room_id": ROOM,
                                    "owner": OWNER, "password": "pw-secret", "state_dir": str(tmp_path)},
                         "audio": {"capture_device": "intercom_no_such_device", "playback_device": "nor_this_one"}})
-    hw = doctor.hardware_for(cfg, simulate=False)
-    mic = asyncio.run(bounded("microphone", lambda: doctor.check_microphone(hw)))
-    speaker = asyncio.run(bounded("speaker", lambda: doctor.check_speaker(hw)))
+    hw = doctor_devices.hardware_for(cfg, simulate=False)
+    mic = asyncio.run(bounded("microphone", lambda: doctor_devices.check_microphone(hw)))
+    speaker = asyncio.run(bounded("speaker", lambda: doctor_devices.check_speaker(hw)))
     assert mic.status is Status.FAIL and "audio.capture_device" in mic.fix and "arecord -L" in mic.fix
     assert speaker.status is Status.FAIL and "audio.playback_device" in speaker.fix
 
 
 def test_a_pressed_button_is_a_warning(monkeypatch, tmp_path):
     cfg = config(state_dir=str(tmp_path))
-    hw = doctor.hardware_for(cfg, simulate=True)
-    monkeypatch.setattr(doctor, "claim_pins", lambda hw: (True, "MockFactory"))
-    result = asyncio.run(doctor.check_gpio(hw))
+    hw = doctor_devices.hardware_for(cfg, simulate=True)
+    monkeypatch.setattr(doctor_devices, "claim_pins", lambda hw: (True, "MockFactory"))
+    result = asyncio.run(doctor_devices.check_gpio(hw))
     assert result.status is Status.WARN and "reads pressed (GPIO17 low)" in result.detail
     assert "button_pull_up" in result.fix
 
