@@ -11,6 +11,7 @@ Runs the real service on simulated hardware against a local Synapse, with the sc
   delay the call.
 - ``answer_to_video_ms``: from the phone sending its answer to the first decoded video frame at the phone.
   Target 500 ms.
+- ``press_to_picture_ms``: from the press to the ring picture's arrival at the phone. Target 1000 ms.
 - ``idle``: ``intercom run --simulate`` as its own process, idle and connected: RSS and CPU. Targets 120 MB and
   1 % of a core.
 
@@ -60,7 +61,7 @@ async def calls(server: Homeserver, work: Path) -> dict:
     await asyncio.wait_for(service.ready.wait(), 60)
     phone = Phone(server.url, owner.user_id, "pw-owner", room, store_dir=work / "phone")
     await phone.start()
-    led, to_invite, to_video = [], [], []
+    led, to_invite, to_video, to_picture = [], [], [], []
     button, call_led = service.pin_factory.pin(17), service.pin_factory.pin(22)
     try:
         for n in range(PRESSES):
@@ -71,7 +72,8 @@ async def calls(server: Homeserver, work: Path) -> dict:
             seen = len(phone.events)
             call_led.clear_states()
             button.clear_states()
-            pressed_wall = time.time()
+            pictures = len(phone.images)
+            pressed_wall, pressed_mono = time.time(), time.monotonic()
             button.drive_low()
             await asyncio.sleep(0.15)
             button.drive_high()
@@ -88,6 +90,9 @@ async def calls(server: Homeserver, work: Path) -> dict:
                 await asyncio.sleep(0.005)
             to_video.append((phone.received.first_video_at - answered) * 1000)
             await phone.hangup()
+            while len(phone.images) <= pictures:
+                await asyncio.sleep(0.01)
+            to_picture.append((phone.images[pictures][2] - pressed_mono) * 1000)
         cost = await picture_cost(service, phone)
     finally:
         await phone.close()
@@ -100,6 +105,8 @@ async def calls(server: Homeserver, work: Path) -> dict:
         "press_to_invite_ms": figure(statistics.median(to_invite), 300, "ms median"),
         "answer_to_video_ms": {**figure(statistics.median(to_video), 500, "ms median"),
                                "max": round(max(to_video), 1)},
+        "press_to_picture_ms": {**figure(statistics.median(to_picture), 1000, "ms median"),
+                                "max": round(max(to_picture), 1)},
     }
 
 
