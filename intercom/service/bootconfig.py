@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from intercom.durable import make_dirs, remove_durably, rename_durably, write_atomic
+
 # The config checker's message helpers and placeholder rule, so [wifi] and [system] problems read exactly like the
 # others, and a placeholder Wi-Fi password is refused like a placeholder Matrix password.
 from intercom.service.checks import PLACEHOLDER, ConfigError, ConfigProblem, Invalid, describe, toml
@@ -429,33 +431,6 @@ class Target:
         return self.root / relative
 
 
-def _write(path: Path, content: str, mode: int, uid: int, gid: int) -> None:
-    """Write a file atomically with its final mode and owner from the start (the secret is never readable by
-    anyone else, not even for a moment)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)  # not reduced by the umask
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            fd = -1
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-    finally:
-        if fd != -1:
-            os.close(fd)
-    os.replace(tmp, path)
-
-
-def _ensure_dir(path: Path, mode: int, uid: int, gid: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, uid, gid)
-    os.chmod(path, mode)
-
-
 def _keyfile_string(value: str) -> str:
     """A string value for a GKeyFile (NetworkManager keyfile): backslashes, spaces and control characters escaped."""
     return (value.replace("\\", "\\\\").replace(" ", "\\s").replace("\n", "\\n").replace("\t", "\\t")
@@ -512,40 +487,42 @@ def _set_hosts_name(hosts: str, hostname: str) -> str:
 def apply_plan(plan: Plan, target: Target, log: TextIO) -> list[str]:
     """Write everything a checked card file asks for; returns what was done, one short phrase each."""
     done = []
-    root_ids = (target.root_uid, target.root_gid)
-    _ensure_dir(target.path("etc/intercom"), 0o750, target.root_uid, target.service_gid)
-    if plan.secrets:
-        secrets_dir = target.path(SECRETS_DIR)
-        _ensure_dir(secrets_dir, 0o700, target.service_uid, target.service_gid)
+    root_uid, root_gid = target.root_uid, target.root_gid
+    make_dirs(target.path("etc/intercom"), 0o750, uid=root_uid, gid=target.service_gid)
+    secrets_dir = target.path(SECRETS_DIR)
+    if plan.secrets:  # first the secrets, so that the config is never ahead of the files it names
+        make_dirs(secrets_dir, 0o700, uid=target.service_uid, gid=target.service_gid)
         for name, secret in plan.secrets.items():
-            _write(secrets_dir / name, secret + "\n", 0o600, target.service_uid, target.service_gid)
+            write_atomic(secrets_dir / name, secret + "\n", 0o600, uid=target.service_uid, gid=target.service_gid)
             done.append(f"{name} in /{SECRETS_DIR}/{name}")
-        for name in MATRIX_SECRETS:  # a credential the new file no longer uses must not linger
-            if name not in plan.secrets:
-                (secrets_dir / name).unlink(missing_ok=True)
     header = ("# Written by intercom-boot-config from intercom.toml on the SD card's boot partition. Edit that file\n"
               "# instead: this one is replaced whenever a new intercom.toml is applied.\n\n")
-    _write(target.path(CONFIG_PATH), dump_toml(plan.intercom, header), 0o640, target.root_uid, target.service_gid)
+    write_atomic(target.path(CONFIG_PATH), dump_toml(plan.intercom, header), 0o640, uid=root_uid,
+                 gid=target.service_gid)
     done.append(f"/{CONFIG_PATH}")
+    if plan.secrets:  # a credential the new config no longer uses must not linger (the old config named it till now)
+        for name in MATRIX_SECRETS:
+            if name not in plan.secrets:
+                remove_durably(secrets_dir / name)
 
     if plan.wifi is not None:
         wifi = plan.wifi
         if wifi.password is None:  # the card's applied copy has none: keep the stored one for the same network
             wifi = dataclasses.replace(wifi, password=_stored_password(target, wifi))
-        _write(target.path(NM_KEYFILE), nm_keyfile(wifi), 0o600, *root_ids)
-        _write(target.path(WIFI_COUNTRY_FILE),
-               "# Written by intercom-boot-config: the Wi-Fi regulatory domain from intercom.toml [wifi] country.\n"
-               f"options cfg80211 ieee80211_regdom={plan.wifi.country}\n", 0o644, *root_ids)
+        write_atomic(target.path(NM_KEYFILE), nm_keyfile(wifi), 0o600, uid=root_uid, gid=root_gid)
+        write_atomic(target.path(WIFI_COUNTRY_FILE), "# Written by intercom-boot-config: the Wi-Fi regulatory "
+                     "domain from intercom.toml [wifi] country.\n"
+                     f"options cfg80211 ieee80211_regdom={plan.wifi.country}\n", 0o644, uid=root_uid, gid=root_gid)
         done.append(f"Wi-Fi {plan.wifi.ssid!r} (country {plan.wifi.country})")
         if target.live:
             _run(["iw", "reg", "set", plan.wifi.country], log)
             _run(["rfkill", "unblock", "wlan"], log)
     if plan.system.hostname is not None:
         hostname = plan.system.hostname
-        _write(target.path("etc/hostname"), hostname + "\n", 0o644, *root_ids)
+        write_atomic(target.path("etc/hostname"), hostname + "\n", 0o644, uid=root_uid, gid=root_gid)
         hosts = target.path("etc/hosts")
-        _write(hosts, _set_hosts_name(hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n", hostname),
-               0o644, *root_ids)
+        write_atomic(hosts, _set_hosts_name(hosts.read_text() if hosts.exists() else "127.0.0.1\tlocalhost\n",
+                                            hostname), 0o644, uid=root_uid, gid=root_gid)
         if target.live:
             try:
                 socket.sethostname(hostname)
@@ -555,10 +532,11 @@ def apply_plan(plan: Plan, target: Target, log: TextIO) -> list[str]:
         done.append(f"host name {hostname}")
     if plan.system.ssh_authorized_keys is not None:
         ssh_dir = target.path("root/.ssh")
-        _ensure_dir(ssh_dir, 0o700, *root_ids)
-        _write(ssh_dir / "authorized_keys",
-               "# Written by intercom-boot-config from intercom.toml [system] ssh_authorized_keys.\n"
-               + "".join(key + "\n" for key in plan.system.ssh_authorized_keys), 0o600, *root_ids)
+        make_dirs(ssh_dir, 0o700, uid=root_uid, gid=root_gid)
+        write_atomic(ssh_dir / "authorized_keys",
+                     "# Written by intercom-boot-config from intercom.toml [system] ssh_authorized_keys.\n"
+                     + "".join(key + "\n" for key in plan.system.ssh_authorized_keys), 0o600, uid=root_uid,
+                     gid=root_gid)
         done.append(f"{len(plan.system.ssh_authorized_keys)} ssh key(s) for root")
     return done
 
@@ -584,19 +562,6 @@ class ImportResult:
     status: str
     problems: tuple[ConfigProblem, ...] = ()
     done: tuple[str, ...] = ()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _errors_report(problems: Iterable[ConfigProblem], previous: bool) -> str:
@@ -642,17 +607,22 @@ async def watch_rejected_card(report: Callable[[str | None], None], *, every: fl
 
 
 def import_boot_config(card: Path, target: Target, log: TextIO = sys.stdout) -> ImportResult:
-    """Check ``card/intercom.toml`` and apply it, or reject it and say why (see the module docstring)."""
+    """Check ``card/intercom.toml`` and apply it, or reject it and say why (see the module docstring).
+
+    A power cut at any moment leaves every file on the door with its old or its new content, and the card's
+    ``intercom.toml`` in place until all of the new settings are on the door's own file system: each file is
+    written by :func:`~intercom.durable.write_atomic`, each removal is durable, and the card's file is the last
+    thing removed. So the next boot (this runs before the intercom) applies the same file again and finishes."""
     card_file = card / CARD_NAME
     saved_as_txt = card / f"{CARD_NAME}.txt"  # Windows hides the extension it adds when saving from Notepad
     if not card_file.exists() and saved_as_txt.exists():
-        saved_as_txt.rename(card_file)
+        rename_durably(saved_as_txt, card_file)
         print(f"intercom-boot-config: renamed {saved_as_txt.name} to {CARD_NAME}", file=log)
     if not card_file.exists():
         return ImportResult("absent")
     raw = card_file.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark, as some Windows editors write: not valid TOML
-        card_file.write_bytes(raw[3:])
+        write_atomic(card_file, raw[3:], 0o644)
     errors_file, marker = card / ERRORS_NAME, target.path(ERRORS_MARKER)
     try:
         data = read_config_file(str(card_file))
@@ -667,22 +637,18 @@ def import_boot_config(card: Path, target: Target, log: TextIO = sys.stdout) -> 
               f"{'s' if len(problems) != 1 else ''}); "
               + ("the door keeps its previous settings" if previous else "the door has no settings yet")
               + f"; the problems are also in {ERRORS_NAME} on the card", file=log)
-        errors_file.write_text(_errors_report(problems, previous), encoding="utf-8", newline="")
-        _fsync_dir(card)
-        _write(marker, "".join(f"{problem}\n" for problem in problems), 0o644, target.root_uid, target.root_gid)
+        write_atomic(errors_file, _errors_report(problems, previous), 0o644)
+        write_atomic(marker, "".join(f"{problem}\n" for problem in problems), 0o644, uid=target.root_uid,
+                     gid=target.root_gid)
         return ImportResult("rejected", problems)
 
     done = apply_plan(plan, target, log)
-    # Only now that the door has everything: replace the card's file by the scrubbed copy.
-    applied = card / APPLIED_NAME
-    with open(applied, "w", encoding="utf-8") as file:
-        file.write(plan.card_text)
-        file.flush()
-        os.fsync(file.fileno())
-    card_file.unlink()
-    errors_file.unlink(missing_ok=True)
-    _fsync_dir(card)
-    marker.unlink(missing_ok=True)
+    # Only now that the door has everything, durably: the scrubbed copy onto the card, then the card's file goes,
+    # last of all (while it is there, the next boot applies it again).
+    write_atomic(card / APPLIED_NAME, plan.card_text, 0o644)
+    remove_durably(errors_file)
+    remove_durably(marker)
+    remove_durably(card_file)
     print(f"intercom-boot-config: applied {CARD_NAME}: {', '.join(done)}; the card's copy is now {APPLIED_NAME} "
           "without secrets", file=log)
     return ImportResult("applied", done=tuple(done))
