@@ -20,6 +20,8 @@ import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from intercom.durable import make_dirs, remove_durably, write_atomic
+
 log = logging.getLogger(__name__)
 
 SESSION_FILE = "session.json"
@@ -42,10 +44,8 @@ class Session:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it ``0700``; return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if stat.S_IMODE(path.stat().st_mode) != 0o700:
-        path.chmod(0o700)
+    """Create ``path`` (and parents) if needed, durably, and make it ``0700``; return it."""
+    make_dirs(path, 0o700)
     return path
 
 
@@ -76,16 +76,7 @@ def crypto_key(state_dir: Path) -> str:
         return NIO_DEFAULT_PICKLE_KEY
     key = secrets.token_urlsafe(32)
     private_dir(state_dir)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    dir_fd = os.open(state_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, key + "\n", 0o600)  # on the card before the store is pickled with it
     return key
 
 
@@ -124,25 +115,12 @@ def save_session(state_dir: Path, session: Session) -> None:
 
 
 def write_private_json(path: Path, data: object) -> None:
-    """Write ``data`` as JSON to ``path`` in the private state directory: atomically, mode 0600, fsynced (the
-    file, then the directory, so the rename survives a power cut)."""
+    """Write ``data`` as JSON to ``path`` in the private state directory: atomically and durably, mode 0600
+    (see :mod:`intercom.durable`)."""
     private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o600)
 
 
 def forget_session(state_dir: Path) -> None:
     """Remove the saved session (its token was refused); the crypto store of that device is kept."""
-    (state_dir / SESSION_FILE).unlink(missing_ok=True)
+    remove_durably(state_dir / SESSION_FILE)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import vodozemac
 
 from intercom.core import ObservedKeys, Pins, TrustUpdated
 from intercom.core.trust import DeviceKeys
+from intercom.durable import rename_durably
 
 from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
 from .session import write_private_json
@@ -130,7 +130,7 @@ def load_pins(state_dir: Path) -> Pins | None:
         aside = path.with_name(path.name + ".damaged")
         log.error("Matrix: the trust file %s cannot be read (%s); kept as %s", path, exc, aside.name)
         try:
-            os.replace(path, aside)
+            rename_durably(path, aside)
         except OSError:
             pass
         return Pins(identity_problem="the door's record of the owner's keys was damaged")
