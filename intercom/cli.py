@@ -55,6 +55,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from intercom.app import Service, configure_logging
     from intercom.service.config import ConfigError, load_config
+    from intercom.service.memory import tune_malloc
 
     try:
         config = load_config(args.config)
@@ -64,6 +65,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fix the config (intercom check-config {args.config}) and start again", file=sys.stderr)
         return 2
     configure_logging(args.verbose)
+    tune_malloc()  # before the door's threads exist: see intercom.service.memory
     faulthandler.enable()  # a stuck door killed by systemd's watchdog (SIGABRT) says where it was stuck
     return asyncio.run(Service(config, simulate=args.simulate, control_socket=args.socket).run())
 
