@@ -37,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import itertools
 import logging
-import os
 import time
 import uuid
 from collections import deque
@@ -77,7 +77,7 @@ from intercom.core.door import UNENCRYPTED_WARNING
 from intercom.core.events import Event
 
 from . import routing, session
-from intercom.durable import fsync_dir
+from intercom.durable import rename_durably
 
 from .errors import MatrixError
 from . import retry
@@ -292,15 +292,16 @@ class MatrixAdapter:
     async def _store_damaged(self, exc: BaseException) -> None:
         """Move the unusable E2EE store and the session aside and start over as a new device; the owner is told
         after the next sync (:meth:`_tell_owner`)."""
-        crypto = self._state_dir / session.CRYPTO_DIR
-        aside = self._state_dir / f"{session.CRYPTO_DIR}.damaged-{int(time.time())}"
-        log.error("Matrix: the door's E2EE store cannot be used (%s: %s); it is moved to %s and the door signs in "
-                  "again as a new device", type(exc).__name__, exc, aside)
+        crypto, key = self._state_dir / session.CRYPTO_DIR, self._state_dir / session.CRYPTO_KEY_FILE
+        aside = next(path for n in itertools.count()
+                     if not (path := self._state_dir / f"{session.CRYPTO_DIR}.damaged-{n}").exists())
+        log.error("Matrix: the door's E2EE store cannot be used (%s: %s); it is moved to %s (with its key) and the "
+                  "door signs in again as a new device", type(exc).__name__, exc, aside)
         if crypto.exists():
-            os.replace(crypto, aside)
-        (self._state_dir / session.CRYPTO_KEY_FILE).unlink(missing_ok=True)
+            rename_durably(crypto, aside)
+            if key.exists():
+                rename_durably(key, aside / session.CRYPTO_KEY_FILE)
         session.forget_session(self._state_dir)
-        fsync_dir(self._state_dir)
         await self._require_client().close()
         self._client = self._new_client()
         self._pending_notice = (

@@ -160,7 +160,8 @@ def test_a_damaged_e2ee_store_is_set_aside_the_owner_told_and_the_door_rings(set
 
         async with running_door(setup) as door:
             assert door.matrix.device_id != old_device
-            assert list(state.glob("crypto.damaged-*")), "the damaged store should be kept aside"
+            aside = state / "crypto.damaged-0"
+            assert (aside / store.name).exists() and (aside / "crypto.key").exists(), "the store and its key aside"
             await wait_until(lambda: [b for s, b in phone.messages
                                       if s == setup.door.user_id and "encryption store was damaged" in b],
                              "the owner to be told", timeout=30)
