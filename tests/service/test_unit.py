@@ -133,6 +133,8 @@ def test_unit_is_notify_with_watchdog_restart_and_hardening():
     service = _unit()["Service"]
     assert service["Type"] == "notify"
     assert int(service["WatchdogSec"]) > 0 and service["Restart"] == "always"
+    # The slow imports before the main loop extends the timeout itself must fit (a Pi Zero 2 W, a cold SD card).
+    assert int(service["TimeoutStartSec"]) >= 120
     assert service["NoNewPrivileges"] == "yes" and service["ProtectSystem"] == "strict"
     assert service["User"] == "intercom"
     assert set(service["SupplementaryGroups"].split()) == {"gpio", "audio", "video"}
