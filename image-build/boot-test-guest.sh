@@ -3,7 +3,8 @@
 # only when the kernel command line has intercom.boottest=1). Checks the boot and reports on the console
 # ("BOOTTEST: ..." lines, then "BOOTTEST-RESULT: PASS" or "FAIL"), then powers the machine off. boot-test boots
 # the card twice (the phase is in intercom-boot-test.phase on the card):
-#   1. first boot with a good intercom.toml: imported, secrets off the card, service started, first-boot work done;
+#   1. first boot with a good intercom.toml: imported, secrets off the card, service started in its sandbox
+#      (seccomp, device list, limits, systemd-analyze security), first-boot work done;
 #   2. the same card with a broken intercom.toml: nothing changed, errors reported, the service runs on the old config.
 # The expected values match the intercom.toml files that boot-test writes.
 exec > /dev/console 2>&1
@@ -33,6 +34,8 @@ has_line() { grep -qxF "$2" "$1"; }
 lacks() { ! grep -qF "$2" "$1"; }
 absent() { [ ! -e "$1" ]; }
 gid() { getent group "$1" | cut -d: -f3; }
+proc_status() { grep "^$2:" "/proc/$1/status" | cut -f2; }  # proc_status PID FIELD
+unit_property() { systemctl show -p "$1" --value intercom.service; }
 fingerprints() {  # what must survive a reboot
     sha256sum /etc/intercom/intercom.toml /etc/intercom/secrets/password /etc/machine-id \
         /etc/ssh/ssh_host_ed25519_key.pub /etc/NetworkManager/system-connections/intercom-wifi.nmconnection
@@ -75,6 +78,19 @@ check "the service runs as user intercom" test "$(stat -c %U "/proc/$pid")" = in
 groups_line=$(grep '^Groups:' "/proc/$pid/status" | cut -f2 | tr ' ' '\n' | sed '/^$/d' | sort -n | tr '\n' ' ')
 expected_groups=$(printf '%s\n' "$(gid intercom)" "$(gid gpio)" "$(gid audio)" "$(gid video)" | sort -n | tr '\n' ' ')
 check "its groups are exactly intercom, gpio, audio, video ($groups_line)" test "$groups_line" = "$expected_groups"
+check "its sandbox is on: system call filter (Seccomp: 2), no new privileges (NoNewPrivs: 1)" \
+    test "$(proc_status "$pid" Seccomp) $(proc_status "$pid" NoNewPrivs)" = "2 1"
+limits="$(unit_property DevicePolicy) $(unit_property MemoryMax) $(unit_property TasksMax)"
+check "device list closed, memory and task limits set (DevicePolicy MemoryMax TasksMax: $limits)" \
+    test "$limits" = "closed 335544320 128"
+exposure=$(systemd-analyze security --no-pager intercom.service 2>/dev/null \
+    | sed -n 's/.*Overall exposure level for intercom.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security intercom.service (with the image's drop-in) rates it 2.5 or lower: ${exposure:-no answer}" \
+    awk -v e="$exposure" 'BEGIN { exit !(e != "" && e + 0 <= 2.5) }'
+say "intercom.service idle: $(systemctl show -p MemoryCurrent -p TasksCurrent intercom.service | tr '\n' ' ')"
+journalctl -b _PID=1 -o cat --no-pager | grep -a "intercom.service:" | head -5 | while IFS= read -r line; do
+    say "systemd about intercom.service: $line"
+done
 failed_units=$(systemctl --failed --no-legend --plain)
 check "no failed unit${failed_units:+: $failed_units}" test -z "$failed_units"
 
