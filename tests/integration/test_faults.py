@@ -33,6 +33,14 @@ def report(what: str, **values: float) -> None:
     print(f"\n[measured] {what}: " + ", ".join(f"{k}={v:.1f} s" for k, v in values.items()))
 
 
+async def a_press_rings(setup, door, phone) -> None:
+    """A press rings the owner's phone (which declines at once)."""
+    seen = len(phone.events)
+    await door.press()
+    invite = await phone.wait_for("m.call.invite", sender=setup.door.user_id, start=seen, timeout=30)
+    await phone.send("m.call.reject", {"call_id": invite["call_id"]})
+
+
 async def restarted(server, *, down_for: float = 0.0, meanwhile=None) -> float:
     """Stop the homeserver, run ``meanwhile`` and wait ``down_for`` seconds, start it again; returns when it
     answered again (time.monotonic())."""
@@ -104,10 +112,7 @@ def test_two_minutes_without_the_homeserver_show_offline_refuse_presses_visibly_
             assert offline_presses and offline_presses[0] >= 3, offline_presses
             assert door.core.fault is None
 
-            seen = len(phone.events)
-            await door.press()
-            invite = await phone.wait_for("m.call.invite", sender=setup.door.user_id, start=seen, timeout=30)
-            await phone.send("m.call.reject", {"call_id": invite["call_id"]})
+            await a_press_rings(setup, door, phone)
         await phone.close()
 
     asyncio.run(main())
@@ -136,11 +141,8 @@ def test_the_doors_session_deleted_on_the_server_is_replaced_by_itself_and_the_n
             await wait_until(lambda: door.core.online and door.core.led.value == "idle", "the door online again")
             assert door.core.fault is None
 
-            seen = len(phone.events)
-            await door.press()
             # In the encrypted room: the phone can read the door's invite, so its keys are there again.
-            invite = await phone.wait_for("m.call.invite", sender=setup.door.user_id, start=seen, timeout=30)
-            await phone.send("m.call.reject", {"call_id": invite["call_id"]})
+            await a_press_rings(setup, door, phone)
         await phone.close()
 
     asyncio.run(main())
@@ -165,10 +167,7 @@ def test_a_damaged_e2ee_store_is_set_aside_the_owner_told_and_the_door_rings(set
             await wait_until(lambda: [b for s, b in phone.messages
                                       if s == setup.door.user_id and "encryption store was damaged" in b],
                              "the owner to be told", timeout=30)
-            seen = len(phone.events)
-            await door.press()
-            invite = await phone.wait_for("m.call.invite", sender=setup.door.user_id, start=seen, timeout=30)
-            await phone.send("m.call.reject", {"call_id": invite["call_id"]})
+            await a_press_rings(setup, door, phone)
         await phone.close()
 
     asyncio.run(main())
