@@ -6,7 +6,8 @@ answers) and the owner calls (the door answers by itself); each carries media bo
 and is hung up by the phone. Every call must connect and bring video to the phone, or the run fails.
 
 The door's own figures come from ``intercom status`` (``process``: RSS, open fds, OS threads, asyncio tasks),
-read a few seconds after a call ended, when the door is idle again:
+read a few seconds after a call ended, when the door is idle again (the smallest of three readings a second apart:
+a pooled connection to the homeserver comes and goes), with the kinds of files it has open:
 
 - ``idle``: after start-up, before the first call; ``after_call_10`` and ``after_call_N``.
 - ``growth``: after call N over after call 10, for each figure. Target below 1.05 (each grows by less than 5 %).
@@ -21,7 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ from intercom_dev.testbed.phone import Phone  # noqa: E402
 from intercom_dev.testbed.synapse import Homeserver  # noqa: E402
 
 SETTLE_SECONDS = 3.0
+SAMPLES = 3
 GROWTH_TARGET = 1.05
 RSS_OVER_IDLE_TARGET = 1.3
 FIGURES = ("rss_mb", "open_fds", "threads", "asyncio_tasks")
@@ -44,11 +49,28 @@ async def wait_idle(door: SimulatedDoor) -> dict:
     return await asyncio.to_thread(door.wait_for, lambda s: s["call_state"] == "idle", 30.0, "the call to end")
 
 
+def fd_kinds(pid: int) -> dict[str, int]:
+    """What the door's open files are (socket, pipe, anon_inode:[eventfd], a path...), counted."""
+    kinds: collections.Counter[str] = collections.Counter()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            kinds[target.split(":[")[0] if ":[" in target else target] += 1
+    return dict(sorted(kinds.items()))
+
+
 async def settled_figures(door: SimulatedDoor) -> dict:
+    """The door's figures once idle; a connection to the homeserver may be open or not at any moment (aiohttp's
+    pool), so the smallest count of SAMPLES a second apart is taken for files and tasks."""
     await wait_idle(door)
     await asyncio.sleep(SETTLE_SECONDS)
-    figures = (await asyncio.to_thread(door.status))["process"]
-    return {name: figures[name] for name in FIGURES}
+    samples = []
+    for _ in range(SAMPLES):
+        samples.append(((await asyncio.to_thread(door.status))["process"], fd_kinds(door.process.pid)))
+        await asyncio.sleep(1.0)
+    figures = {name: min(sample[name] for sample, _ in samples) for name in FIGURES}
+    figures["open_fd_kinds"] = min((kinds for _, kinds in samples), key=lambda k: sum(k.values()))
+    return figures
 
 
 async def connected(phone: Phone, door: SimulatedDoor) -> None:
