@@ -199,8 +199,10 @@ def test_a_rejected_sd_card_config_shows_the_error_pattern_and_the_door_still_ri
     asyncio.run(main())
 
 
-def test_a_refused_password_is_logged_and_shown_not_retried_silently(setup, caplog):
-    """A wrong password in the config: a clear log line and the error pattern, not an endless 'offline'."""
+def test_a_refused_password_is_logged_and_shown_and_retried_slowly(setup, caplog):
+    """A wrong password in the config: a clear log line naming the setting (never the secret) and the error
+    pattern, not an endless 'offline'; the door keeps running and tries again now and then (the account may be
+    fixed on the homeserver)."""
     setup.config_path.with_name("password").write_text("not-the-password\n")
 
     async def main():
@@ -213,9 +215,14 @@ def test_a_refused_password_is_logged_and_shown_not_retried_silently(setup, capl
             await wait_until(lambda: getattr(door, "core", None) is not None and door.core.fault, "the fault",
                              timeout=30)
             assert door.core.led.value == "error" and "Matrix" in door.status()["fault"]
+            assert "matrix.password_file" in door.status()["fault"]
+            await asyncio.sleep(1.0)
+            assert not task.done(), "the door gave up instead of retrying"
         finally:
             door.stop()
             await asyncio.wait_for(task, 30)
 
     asyncio.run(main())
-    assert any("Matrix stopped" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("refused the door's password" in e and "tries again" in e for e in errors), errors
+    assert not any("not-the-password" in r.getMessage() for r in caplog.records)
