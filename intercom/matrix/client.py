@@ -267,9 +267,11 @@ class MatrixAdapter:
                 return Failure("the E2EE store was set aside", transient=True, retry_after=0.0)
             if not isinstance(response, LoginResponse):
                 failure = Failure.of(response)
-                return failure if failure.transient else Failure(
-                    f"the homeserver refused the door's password ({failure}): fix the file matrix.password_file "
-                    "names (or the account on the homeserver)", transient=False, auth=True)
+                if failure.auth or getattr(response, "status_code", None) in ("M_FORBIDDEN", "M_USER_DEACTIVATED"):
+                    return Failure(f"the homeserver refused the door's password ({failure}): fix the file "
+                                   "matrix.password_file names (or the account on the homeserver)", transient=False,
+                                   auth=True)
+                return failure  # network trouble, or a refusal that is not about the password (a proxy's 404)
             new = session.Session(self._homeserver, response.user_id, response.device_id, response.access_token)
             if kept and response.device_id == kept:
                 log.warning("Matrix: logged in again as %s, same device %s", new.user_id, new.device_id)
@@ -372,13 +374,14 @@ class MatrixAdapter:
     async def run(self) -> None:
         """Sync until :meth:`close`, then return. A session the homeserver ends is replaced by a new login."""
         self._require_client()
-        failures = 0
+        failures = refusals = 0
         while not self._closing:
             result = await self._sync(timeout_ms=SYNC_TIMEOUT_MS if self._online else 0, full_state=False)
             if self._closing:
                 break
             if isinstance(result, SyncResponse):
-                failures = 0
+                failures = refusals = 0
+                self._set_fault(None)
                 try:
                     await self._process(result)
                 except Exception:
@@ -393,6 +396,15 @@ class MatrixAdapter:
                 await self._retrying("log in again", lambda: self._session_refused(failure))
                 # A new client knows no rooms yet: the next sync is a first sync again (full state).
                 await self._retrying("sync", self._first_sync)
+                continue
+            if not failure.transient:
+                # A refusal that is not about the session (a proxy's 403 or 404 while the homeserver moves):
+                # retrying soon will not help; show it and try again slowly.
+                refusals += 1
+                delay = retry.REFUSED.delay(refusals)
+                self._set_online(False, str(failure))
+                self._set_fault(f"the homeserver refused the door's sync: {failure}", retry_in=delay)
+                await self._pause(delay)
                 continue
             failures += 1
             delay = retry.SYNC.delay(failures, failure)
