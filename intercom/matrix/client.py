@@ -75,10 +75,9 @@ from intercom.core import (
 )
 from intercom.core.door import UNENCRYPTED_WARNING
 from intercom.core.events import Event
-
-from . import routing, session
 from intercom.durable import rename_durably
 
+from . import routing, session
 from .errors import MatrixError
 from . import retry
 from .retry import TRANSIENT_EXCEPTIONS, Failure
