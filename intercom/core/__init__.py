@@ -28,6 +28,7 @@ from .commands import Command, CommandSettings
 from .call import CallInput
 from .door import DoorCore
 from .settings import CallTimings, CoreSettings
+from .household import Button, QuietHours, Resident
 from .errors import LocalCallError, MalformedCallEvent
 from .events import (
     ButtonPressed,
@@ -44,6 +45,7 @@ from .events import (
     MediaStateChanged,
     NegotiationAnswerReady,
     OwnerKeysObserved,
+    ResidentRoomChanged,
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,

@@ -170,6 +170,7 @@ class TrustUpdated:
     key_holders: frozenset[str]
     untrusted: frozenset[str]
     reason: str = ""
+    user_id: str = ""  #: whose devices these are (the resident); empty in a household of one: the owner
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

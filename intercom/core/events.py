@@ -17,7 +17,14 @@ from .trust import ObservedKeys
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ButtonPressed:
-    """The doorbell button was pressed (already debounced by the front panel)."""
+    """A bell button was pressed (already debounced by the front panel).
+
+    ``button``: its index in ``CoreSettings.buttons`` (0 for the one button of a house). ``minute_of_day``: the
+    local clock time of the press in minutes after midnight, for quiet hours (None: unknown, nobody is quiet).
+    """
+
+    button: int = 0
+    minute_of_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,20 +74,35 @@ class RoomMembersChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResidentRoomChanged:
+    """The room the door uses with a resident is now ``room_id`` (a room the door made, or one the resident
+    invited it to), or there is none yet (None); ``waiting`` says for what, for the log and ``intercom status``
+    ("waiting for @bob:example.org to join the room the door made")."""
+
+    user_id: str
+    room_id: str | None
+    waiting: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OwnerKeysObserved:
-    """The owner's cross-signing identity and devices, as the homeserver gave them and the Matrix side checked
-    them (signatures verified); the core decides what to trust (:mod:`intercom.core.trust`)."""
+    """A resident's cross-signing identity and devices, as the homeserver gave them and the Matrix side checked
+    them (signatures verified); the core decides what to trust (:mod:`intercom.core.trust`). ``user_id`` empty:
+    the first resident (the owner of a household of one)."""
 
     keys: ObservedKeys
+    user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrustRequested:
-    """Someone on the door itself (``intercom trust``) confirmed one of the owner's devices (``device_id``) or
-    the owner's changed identity (``identity``)."""
+    """Someone on the door itself (``intercom trust``) confirmed one of a resident's devices (``device_id``) or
+    a resident's changed identity (``identity``). ``user_id`` empty: the resident who has that device (for a
+    device), or the only resident with an identity problem (for an identity)."""
 
     device_id: str | None = None
     identity: bool = False
+    user_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +218,7 @@ Event = (
     | CallEventReceived
     | TextMessageReceived
     | RoomMembersChanged
+    | ResidentRoomChanged
     | OwnerKeysObserved
     | TrustRequested
     | HomeserverConnectionChanged

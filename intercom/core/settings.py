@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .commands import CommandSettings
+from .household import Button, Resident
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,15 +35,47 @@ class CallTimings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CoreSettings:
-    """Who we are and who we serve. Built from the config file, which checks that the owner is another user than
-    the door."""
+    """Who we are and who we serve. Built from the config file, which checks that no resident is the door and
+    that every button names residents.
+
+    Either ``residents`` (a household, with ``buttons``), or the single ``owner`` in ``room_id`` (a household of one
+    with every right, rung by one button). ``owner`` and ``room_id`` are then filled in from the first resident,
+    so code that serves one person keeps working.
+    """
 
     user_id: str  #: the door's Matrix user
-    owner: str  #: the only user whose calls are answered and who is called
-    room_id: str  #: the two-person room calls happen in
     party_id: str  #: our ``party_id`` (stable per device)
+    owner: str = ""  #: the first resident (the only one in a household of one)
+    room_id: str = ""  #: the first resident's configured room ("" when the door makes it)
+    residents: tuple[Resident, ...] = ()
+    #: The bell buttons, in the order of their ``ButtonPressed.button`` index. Default: one that rings everybody.
+    buttons: tuple[Button, ...] = ()
     #: Refuse to work in a room without end-to-end encryption (there, any session of the owner's account counts as
     #: the owner, and the homeserver reads every message).
     require_encryption: bool = False
     timings: CallTimings = field(default_factory=CallTimings)
     commands: CommandSettings = field(default_factory=CommandSettings)
+
+    def __post_init__(self) -> None:
+        residents = self.residents
+        if not residents:
+            if not self.owner:
+                raise ValueError("the door needs at least one resident (or an owner)")
+            residents = (Resident(user_id=self.owner, room_id=self.room_id or None),)
+            object.__setattr__(self, "residents", residents)
+        ids = [r.user_id for r in residents]
+        if len(set(ids)) != len(ids):
+            raise ValueError("each resident is listed once")
+        if self.user_id in ids:
+            raise ValueError("the door cannot be its own resident")
+        object.__setattr__(self, "owner", residents[0].user_id)
+        object.__setattr__(self, "room_id", residents[0].room_id or "")
+        if not self.buttons:
+            object.__setattr__(self, "buttons", (Button(residents=tuple(ids)),))
+        for button in self.buttons:
+            unknown = set(button.residents) - set(ids)
+            if unknown:
+                raise ValueError(f"button {button.name!r} rings {sorted(unknown)}, who are not residents")
+
+    def resident(self, user_id: str) -> Resident | None:
+        return next((r for r in self.residents if r.user_id == user_id), None)
