@@ -1,13 +1,17 @@
-"""The front panel: the doorbell button, the call and status LEDs, and the door-opener relay, on gpiozero.
+"""The front panel: the bell buttons, the call and status LEDs, and the door-opener relay, on gpiozero.
 
 A thin edge: gpiozero does the pins (any pin factory, ``MockFactory`` in tests); this class adds only what a
 doorbell needs on top:
 
-- **Debouncing** of our own (:mod:`.debounce`), the same on every pin library.
-- **Feedback at once.** A counted press lights the call LED right there in gpiozero's callback, before
-  ``on_press`` runs, so the visitor sees it within milliseconds even if the rest of the program is busy. The
-  orchestrator's ``on_press`` should only hand the press to the asyncio loop (``loop.call_soon_threadsafe``);
-  the core's :class:`~intercom.core.actions.PressFeedback` then refines the flash through :meth:`feedback`.
+- **Several bell buttons** (an apartment panel: :attr:`PanelPins.buttons <.pins.PanelPins.buttons>`), one
+  call LED. ``on_press(button)`` says which was pressed, by its index (0 for the first, the only one of a house).
+- **Debouncing** of our own (:mod:`.debounce`), the same on every pin library, for each button on its own: a
+  bouncing contact on one button never swallows a press on another.
+- **Feedback at once.** A counted press flips the call LED right there in gpiozero's callback, before
+  ``on_press`` runs, so the visitor sees it within milliseconds even if the rest of the program is busy, and
+  whatever the LED showed (a call rung by another button included: see :mod:`.patterns`). The orchestrator's
+  ``on_press`` should only hand the press to the asyncio loop (``loop.call_soon_threadsafe``); the core's
+  :class:`~intercom.core.actions.PressFeedback` then refines the flash through :meth:`feedback`.
 - **LED patterns** from one table (:data:`.patterns.PATTERNS`), played with gpiozero's own ``source`` mechanism:
   each LED's pattern is an iterable of levels (one per :data:`.patterns.TICK`, looked up by the clock) that
   gpiozero's background thread writes to the pin every 10 ms while the pattern moves; a steady pattern leaves no
@@ -36,8 +40,8 @@ from gpiozero import LED, DigitalInputDevice, DigitalOutputDevice, OutputDevice
 from ..core.states import LedState
 from .debounce import Debouncer
 from .errors import PanelError
-from .patterns import ACCEPTED_FLASH, OFF, PATTERNS, PRESS_FLASH, REFUSED_FLASH, TICK, Pattern
-from .pins import PanelPins
+from .patterns import OFF, PATTERNS, PRESS_FLASH, PRESS_FLASH_LIT, REFUSED_FLASH, TICK, Pattern
+from .pins import PanelPins, button_role
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +49,13 @@ logger = logging.getLogger(__name__)
 class _Lamp:
     """One LED, the pattern it shows, and the flash (if any) playing before that pattern, from ``flash_start``."""
 
-    __slots__ = ("led", "pattern", "flash", "flash_start")
+    __slots__ = ("led", "pattern", "flash", "flash_pattern", "flash_start")
 
     def __init__(self, led: LED) -> None:
         self.led = led
         self.pattern: Pattern = OFF
         self.flash: tuple[bool, ...] = ()
+        self.flash_pattern: Pattern | None = None  # what ``flash`` was made from
         self.flash_start = 0.0
 
     def flash_left(self, now: float) -> tuple[tuple[bool, ...], float]:
@@ -80,12 +85,15 @@ def _on_time(frames: Iterator[bool], start: float) -> Iterator[bool]:
 
 
 class FrontPanel:
-    """The doorbell's button, two LEDs and door relay.
+    """The doorbell's bell buttons, two LEDs and door relay.
 
-    :param pins: the wiring (BCM numbers).
-    :param on_press: called once per counted press, in gpiozero's callback thread, after the call LED has lit.
-        It should return quickly (hand the press to the asyncio loop); an exception from it is logged, and the
-        button keeps working.
+    :param pins: the wiring (BCM numbers): one button, or several (:attr:`PanelPins.buttons
+        <.pins.PanelPins.buttons>`).
+    :param on_press: called as ``on_press(button)`` once per counted press, with the index of the button in
+        ``pins.buttons`` (0 for the first, the only one of a house), in gpiozero's callback thread, after the call
+        LED has flashed. A callable that takes one argument, such as ``def pressed(button: int = 0)``; one that
+        takes none fails on every press. It should return quickly (hand the press to the asyncio loop); an
+        exception from it is logged, and the buttons keep working.
     :param pin_factory: a gpiozero pin factory (see :func:`~intercom.panel.pins.make_pin_factory`); None uses
         gpiozero's default.
     :param clock: monotonic seconds, used to time button edges for debouncing (tests pass a fake one).
@@ -93,13 +101,14 @@ class FrontPanel:
     The panel starts showing :attr:`LedState.OFFLINE <intercom.core.states.LedState.OFFLINE>` (nothing can be
     called until the orchestrator says otherwise) with the relay off.
 
-    :raises PanelError: when a pin cannot be set up; the message names the pin and its role.
+    :raises PanelError: when a pin cannot be set up; the message names the pin and its role ("the button", or
+        "button #1" on a panel with several). Every pin opened before it is released again.
 
-    Example, on mock pins::
+    Example, on mock pins, an apartment panel with three bell buttons (GPIO17, GPIO5, GPIO6)::
 
-        pins = PanelPins(button=17, button_pull_up=True, debounce_ms=50, call_led=22, status_led=23, relay=27,
-                         relay_active_high=True)
-        panel = FrontPanel(pins, on_press=lambda: print("ding"), pin_factory=make_pin_factory("mock"))
+        pins = PanelPins(button=17, extra_buttons=(5, 6), button_pull_up=True, debounce_ms=50, call_led=22,
+                         status_led=23, relay=27, relay_active_high=True)
+        panel = FrontPanel(pins, on_press=lambda button: print("ding", button), pin_factory=make_pin_factory("mock"))
         panel.show(LedState.IDLE)
         panel.pulse_relay(3.0)
     """
@@ -107,7 +116,7 @@ class FrontPanel:
     def __init__(
         self,
         pins: PanelPins,
-        on_press: Callable[[], None],
+        on_press: Callable[[int], None],
         *,
         pin_factory: Any = None,
         clock: Callable[[], float] = time.monotonic,
@@ -125,28 +134,32 @@ class FrontPanel:
             # The relay first, so it is driven "off" as early as possible; the button last, so no press can
             # arrive before the LEDs exist.
             self._relay = self._open(
-                "door relay", DigitalOutputDevice, pins.relay, active_high=pins.relay_active_high, initial_value=False
+                "the door relay", DigitalOutputDevice, pins.relay, active_high=pins.relay_active_high, initial_value=False
             )
-            self._call = _Lamp(self._open("call LED", LED, pins.call_led))
-            self._status = _Lamp(self._open("status LED", LED, pins.status_led))
+            self._call = _Lamp(self._open("the call LED", LED, pins.call_led))
+            self._status = _Lamp(self._open("the status LED", LED, pins.status_led))
             # gpiozero's Button is this plus a "held" thread we don't use, which would also delay close() by
             # hold_time while the button is down. bounce_time=None: debouncing is ours (see .debounce).
-            button = self._open(
-                "button", DigitalInputDevice, pins.button, pull_up=pins.button_pull_up, bounce_time=None
-            )
+            count = len(pins.buttons)
+            buttons = [
+                self._open(button_role(index, count), DigitalInputDevice, pin, pull_up=pins.button_pull_up,
+                           bounce_time=None)
+                for index, pin in enumerate(pins.buttons)
+            ]
         except BaseException:
             self.close()
             raise
-        self._debouncer = Debouncer(pins.debounce_ms / 1000, pressed=button.is_active)
-        button.when_activated = self._pressed
-        button.when_deactivated = self._released
+        #: One debouncer per button: each button's contacts bounce on their own.
+        self._debouncers = [Debouncer(pins.debounce_ms / 1000, pressed=button.is_active) for button in buttons]
+        for index, button in enumerate(buttons):
+            button.when_activated, button.when_deactivated = self._handlers(index)
         self.show(LedState.OFFLINE)
 
     def _open(self, role: str, device_class: type, pin: int, **options: Any) -> Any:
         try:
             device = device_class(pin, pin_factory=self._pin_factory, **options)
         except Exception as exc:  # pin busy, not a GPIO, no pin library, no permission...
-            raise PanelError(f"cannot use GPIO{pin} for the {role}: {exc}") from exc
+            raise PanelError(f"cannot use GPIO{pin} for {role}: {exc}") from exc
         self._devices.append(device)
         return device
 
@@ -175,13 +188,26 @@ class FrontPanel:
     def feedback(self, accepted: bool) -> None:
         """Acknowledge a press on the call LED: a glow if ``accepted``, a flicker if not; then the state's pattern.
 
-        The panel has already lit the LED when the press counted; this refines it once the call core has decided.
-        Does nothing once closed.
+        The panel has already flashed the LED when the press counted; this refines it once the call core has
+        decided. An acceptance while that press flash still plays leaves it as it is (the same glow, read as one);
+        later, it plays the glow again (flipping the LED, like a press). Does nothing once closed.
         """
         with self._lock:
             if self._closed:
                 return
-            self._drive(self._call, flash=ACCEPTED_FLASH if accepted else REFUSED_FLASH)
+            if not accepted:
+                self._drive(self._call, flash=REFUSED_FLASH)
+            elif not (
+                self._call.flash_pattern in (PRESS_FLASH, PRESS_FLASH_LIT)
+                and self._call.flash_left(time.monotonic())[0]
+            ):
+                self._flip(self._call)
+
+    def _flip(self, lamp: _Lamp) -> None:
+        """Play the press flash on ``lamp``: a glow if it is dark now, a dark moment if it is lit (a call in
+        progress, or the lit half of a blink), so the change shows at once. The caller holds the lock."""
+        lamp.led.source = None  # stop the player first, so the level read is the one it stays at
+        self._drive(lamp, flash=PRESS_FLASH_LIT if lamp.led.value else PRESS_FLASH)
 
     def _drive(self, lamp: _Lamp, *, pattern: Pattern | None = None, flash: Pattern | None = None) -> None:
         """(Re)start ``lamp``: the rest of its flash (or a new ``flash``), then ``pattern`` (or its current one).
@@ -194,44 +220,71 @@ class FrontPanel:
         if pattern is not None:
             lamp.pattern = pattern
         if flash is not None:
-            lamp.flash, lamp.flash_start = tuple(flash.frames()), now
+            lamp.flash, lamp.flash_pattern, lamp.flash_start = tuple(flash.frames()), flash, now
         # A flash keeps its own timing across re-drives: it carries on from the frame it is in.
         left, since = lamp.flash_left(now)
         frames = _on_time(chain(left, lamp.pattern.frames()), start=since if left else now)
         lamp.led.value = next(frames)
         lamp.led.source = frames
 
-    # --- the button ---------------------------------------------------------------------------------------------
+    # --- the buttons --------------------------------------------------------------------------------------------
 
-    def _pressed(self) -> None:
-        self._edge(True)
+    @property
+    def button_count(self) -> int:
+        """How many bell buttons the panel has (``on_press`` receives 0 to ``button_count - 1``)."""
+        return len(self._debouncers)
 
-    def _released(self) -> None:
-        self._edge(False)
+    def _handlers(self, index: int) -> tuple[Callable[[], None], Callable[[], None]]:
+        """gpiozero's ``when_activated`` and ``when_deactivated`` for button ``index``.
 
-    def press(self) -> None:
-        """Act as if the bell push was pressed (the service's control socket, a demo): the same flash, then
-        ``on_press``, in the caller's thread. No debouncing: every call is one press. Does nothing once closed."""
-        self._press(counts=lambda: True)
+        Closures taking no argument: gpiozero passes the device to a callable that accepts one (a default argument
+        or a ``functools.partial`` would receive it), and the device is not what we need.
+        """
 
-    def _edge(self, pressed: bool) -> None:
-        """Every raw button edge, in gpiozero's callback thread."""
-        self._press(counts=lambda: self._debouncer.edge(pressed, self._clock()))
+        def pressed() -> None:
+            self._edge(index, True)
 
-    def _press(self, counts: Callable[[], bool]) -> None:
-        """Light the call LED and call ``on_press`` if ``counts()``. Never raises: gpiozero's thread must survive."""
+        def released() -> None:
+            self._edge(index, False)
+
+        return pressed, released
+
+    def press(self, button: int = 0) -> None:
+        """Act as if bell button ``button`` (its index; 0, the first, by default) was pressed (the service's control
+        socket, a demo): the same flash, then ``on_press(button)``, in the caller's thread. No debouncing: every
+        call is one press. Does nothing once closed.
+
+        :raises ValueError: if the panel has no such button.
+        """
+        if not 0 <= button < self.button_count:
+            raise ValueError(
+                f"there is no button {button!r}: the panel has {self.button_count} (0 to {self.button_count - 1})"
+            )
+        self._press(button, counts=lambda: True)
+
+    def _edge(self, index: int, pressed: bool) -> None:
+        """Every raw edge of button ``index``, in gpiozero's callback thread."""
+        self._press(index, counts=lambda: self._debouncers[index].edge(pressed, self._clock()))
+
+    def _press(self, index: int, counts: Callable[[], bool]) -> None:
+        """Flash the call LED and call ``on_press(index)`` if ``counts()``. Never raises: gpiozero's thread must
+        survive.
+
+        Whatever the LEDs show (a call rung by another button too), a counted press flashes: nothing here looks at
+        the call state. The flash then hands back to the pattern the LED was showing.
+        """
         with self._lock:
             if self._closed or not counts():
                 return
             # Light up before anything else runs: the visitor's feedback must not wait for the rest of the program.
             try:
-                self._drive(self._call, flash=PRESS_FLASH)
+                self._flip(self._call)
             except Exception:
-                logger.exception("front panel: could not light the call LED for a press")
+                logger.exception("front panel: could not flash the call LED for a press")
         try:
-            self._on_press()
+            self._on_press(index)
         except Exception:
-            logger.exception("front panel: the on_press handler failed; the button keeps working")
+            logger.exception("front panel: the on_press handler failed; the buttons keep working")
 
     # --- the door relay ---------------------------------------------------------------------------------------
 
@@ -264,7 +317,8 @@ class FrontPanel:
     # --- shutting down ----------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Switch the relay and the LEDs off and release every pin. Idempotent; safe after a failed ``__init__``."""
+        """Switch the relay and the LEDs off and release every pin, every button's included. Idempotent; safe after
+        a failed ``__init__``."""
         with self._lock:
             if self._closed:
                 return

@@ -28,12 +28,18 @@ Acknowledging a press (a flash on the call LED; then the current state's call LE
 flash            call LED                                why
 ===============  ======================================  =========================================================
 press            on 0.3 s, off 0.1 s                     Lit by the panel itself the moment a press counts.
+press (lit)      off 0.3 s, on 0.1 s                     The same, inverted, when the call LED is lit just then.
 accepted         on 0.3 s, off 0.1 s                     ``feedback(True)``: the same glow, so it reads as one.
 refused          4 × (off 0.1 s, on 0.1 s)               ``feedback(False)``: a quick flicker, "not now".
 ===============  ======================================  =========================================================
 
-The press flash ends dark for 0.1 s so that it is visible even when the call LED is already steady on (a press
-during a call). All times are whole multiples of :data:`TICK`.
+Every press, on any of the bell buttons, is acknowledged on the one call LED, whatever that LED shows: a call
+rung by another button (the LED blinking or steady) gets no special treatment. So that the acknowledgement shows
+at once even then, the press flash **flips** the LED: a dark LED glows for 0.3 s, a lit one (a call in progress,
+the "on" half of a blink) goes dark for 0.3 s. ``feedback(True)`` while the press flash still plays leaves it
+alone (it is the same acknowledgement; restarting it a few milliseconds in would cut a dark flip short); after it
+has ended, it plays the same flip again. Both press flashes end on the other level for 0.1 s, so that the pattern
+that follows is seen to start again. All times are whole multiples of :data:`TICK`.
 """
 
 from __future__ import annotations
@@ -146,9 +152,12 @@ PATTERNS: dict[LedState, Indication] = {
     ),
 }
 
-#: Call LED, lit by the panel in the button's own callback the moment a press counts.
+#: Call LED, lit by the panel in the button's own callback the moment a press counts (the LED being dark).
 PRESS_FLASH = Pattern(_alternating(0.3, 0.1), times=1)
-#: Call LED on ``feedback(accepted=True)``: the same glow, so press + acceptance read as one.
+#: Call LED, the same acknowledgement when the LED is lit at that moment (a call in progress): dark, then lit.
+PRESS_FLASH_LIT = Pattern(((False, 0.3), (True, 0.1)), times=1)
+#: Call LED on ``feedback(accepted=True)``: the same glow, so press + acceptance read as one (over a lit LED:
+#: :data:`PRESS_FLASH_LIT`).
 ACCEPTED_FLASH = PRESS_FLASH
 #: Call LED on ``feedback(accepted=False)``: a quick flicker, unlike any state's pattern on that LED.
 REFUSED_FLASH = Pattern(((False, 0.1), (True, 0.1)), times=4)

@@ -18,14 +18,24 @@ class PanelPins:
     """The panel's wiring, built from the config file's ``[panel]`` section, which holds the defaults (the pin map
     in ``hardware/README.md``) and checks the values (every pin a different GPIO, the debounce time in range).
 
-    :param button: the doorbell button's GPIO.
-    :param button_pull_up: True when the button connects the pin to ground (the internal pull-up holds it high);
-        False when it connects the pin to 3.3 V (the internal pull-down holds it low).
-    :param debounce_ms: how long the button must have been released before another press counts.
+    :param button: the (first) bell button's GPIO: button 0, the one of a house with a single bell.
+    :param button_pull_up: True when the buttons connect their pins to ground (the internal pull-up holds them
+        high); False when they connect them to 3.3 V (the internal pull-down holds them low). The same for every
+        button.
+    :param debounce_ms: how long a button must have been released before another press of it counts (each button
+        is debounced on its own, with this time).
     :param call_led: the call LED's GPIO (lit by a high pin).
     :param status_led: the status LED's GPIO (lit by a high pin).
     :param relay: the door-opener relay's GPIO.
     :param relay_active_high: True when a high pin energises the relay; False for "active-low" relay modules.
+    :param extra_buttons: the GPIOs of the further bell buttons of an apartment panel, in order: buttons 1, 2, ...
+        (:attr:`buttons` lists them all). The only field with a default: ``()``, one button, the wiring every
+        panel had before there could be more, so that constructors written for one button keep working.
+
+    The button numbers are the indices :class:`~intercom.panel.FrontPanel` passes to ``on_press`` and the core's
+    ``ButtonPressed.button``: 0 is ``button``, 1 is ``extra_buttons[0]``, and so on.
+
+    :raises PanelError: when two roles share a GPIO (the config refuses that first; this is the last line).
     """
 
     button: int
@@ -35,6 +45,34 @@ class PanelPins:
     status_led: int
     relay: int
     relay_active_high: bool
+    extra_buttons: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A list would make the frozen dataclass unhashable and let the wiring change under the panel.
+        object.__setattr__(self, "extra_buttons", tuple(self.extra_buttons))
+        seen: dict[int, str] = {}
+        for role, pin in self.roles():
+            if pin in seen:
+                raise PanelError(f"GPIO{pin} is wired to both {seen[pin]} and {role}; every role needs its own pin")
+            seen[pin] = role
+
+    @property
+    def buttons(self) -> tuple[int, ...]:
+        """Every bell button's GPIO, in order: ``button`` first, then ``extra_buttons``."""
+        return (self.button, *self.extra_buttons)
+
+    def roles(self) -> list[tuple[str, int]]:
+        """``(role, GPIO)`` of every pin, as error messages name them: the relay, the LEDs, then the buttons."""
+        return [("the door relay", self.relay), ("the call LED", self.call_led), ("the status LED", self.status_led),
+                *((button_role(index, len(self.buttons)), pin) for index, pin in enumerate(self.buttons))]
+
+
+def button_role(index: int, count: int) -> str:
+    """How messages name button ``index`` of ``count``: "the button" when there is one, else "button #1" etc.
+
+    The number is the button's index (what ``on_press`` receives): "button #0" is ``PanelPins.button``.
+    """
+    return "the button" if count == 1 else f"button #{index}"
 
 
 # name -> (module, class, what to install when the module cannot be imported)

@@ -37,19 +37,31 @@ def plain_factory() -> Iterator[Any]:
     factory.reset()
 
 
+class Presses(list[float]):
+    """The times of the ``on_press`` calls a panel made, oldest first; ``buttons`` holds the index each was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buttons: list[int] = []
+
+
 @pytest.fixture
-def make_panel(mock_factory: Any) -> Iterator[Callable[..., tuple[FrontPanel, list[float]]]]:
-    """Build panels on ``mock_factory``; returns ``(panel, presses)`` where ``presses`` collects on_press times."""
+def make_panel(mock_factory: Any) -> Iterator[Callable[..., tuple[FrontPanel, Presses]]]:
+    """Build panels on ``mock_factory``; returns ``(panel, presses)`` where ``presses`` collects on_press calls.
+
+    ``on_press``, if given, is called after recording, with the button index, as the panel calls it.
+    """
     panels: list[FrontPanel] = []
 
-    def make(pins: PanelPins | None = None, *, on_press: Callable[[], None] | None = None,
-             clock: Callable[[], float] = time.monotonic) -> tuple[FrontPanel, list[float]]:
-        presses: list[float] = []
+    def make(pins: PanelPins | None = None, *, on_press: Callable[[int], None] | None = None,
+             clock: Callable[[], float] = time.monotonic) -> tuple[FrontPanel, Presses]:
+        presses = Presses()
 
-        def record() -> None:
+        def record(button: int) -> None:
             presses.append(time.monotonic())
+            presses.buttons.append(button)
             if on_press is not None:
-                on_press()
+                on_press(button)
 
         panel = FrontPanel(pins or PINS, record, pin_factory=mock_factory, clock=clock)
         panels.append(panel)

@@ -119,7 +119,7 @@ def test_a_pull_down_button_is_pressed_by_driving_high(make_panel, mock_factory)
 
 
 def test_an_on_press_error_is_logged_and_the_button_keeps_working(make_panel, mock_factory, caplog) -> None:
-    def broken() -> None:
+    def broken(button: int) -> None:
         raise RuntimeError("orchestrator bug")
 
     clock = FakeClock()
@@ -151,7 +151,7 @@ def test_press_acts_like_the_button_without_debouncing(make_panel, mock_factory)
 
 def test_a_press_lights_the_call_led_within_100_ms_even_while_on_press_blocks(make_panel, mock_factory) -> None:
     """The panel lights the LED itself, in the button callback, before on_press (blocking here for 300 ms)."""
-    panel, presses = make_panel(on_press=lambda: time.sleep(0.3))
+    panel, presses = make_panel(on_press=lambda button: time.sleep(0.3))
     panel.show(LedState.IDLE)
     button, call, _, _ = pins(mock_factory)
     [call_started] = start_recording(call)
@@ -243,7 +243,7 @@ def test_each_state_drives_the_pins_as_the_table_says_and_every_state_looks_diff
     the nine states' patterns, sampled every tick, must all differ.
     """
     factories = {state: make_pin_factory("mock") for state in LedState}
-    panels = {state: FrontPanel(PINS, lambda: None, pin_factory=factories[state]) for state in LedState}
+    panels = {state: FrontPanel(PINS, lambda button: None, pin_factory=factories[state]) for state in LedState}
     try:
         starts = {}
         for state, panel in panels.items():
@@ -345,7 +345,7 @@ def test_a_short_pulse_does_not_cut_a_long_one_short(make_panel, mock_factory) -
 
 
 def test_close_mid_pulse_switches_the_relay_off(plain_factory) -> None:
-    panel = FrontPanel(PINS, lambda: None, pin_factory=plain_factory)
+    panel = FrontPanel(PINS, lambda button: None, pin_factory=plain_factory)
     relay = plain_factory.pin(PINS.relay)
     panel.pulse_relay(5.0)
     panel.close()
@@ -357,7 +357,8 @@ def test_close_mid_pulse_switches_the_relay_off(plain_factory) -> None:
 
 
 def test_an_active_low_relay_is_off_when_its_pin_is_high(plain_factory) -> None:
-    with FrontPanel(dataclasses.replace(PINS, relay_active_high=False), lambda: None, pin_factory=plain_factory) as panel:
+    with FrontPanel(dataclasses.replace(PINS, relay_active_high=False), lambda button: None,
+                    pin_factory=plain_factory) as panel:
         relay = plain_factory.pin(PINS.relay)
         assert relay.state and not panel.relay_active
         panel.pulse_relay(0.1)
@@ -389,7 +390,7 @@ def test_no_pulse_after_close(make_panel) -> None:
 
 def test_close_is_idempotent_turns_everything_off_and_releases_the_pins(plain_factory) -> None:
     presses = []
-    panel = FrontPanel(PINS, lambda: presses.append(1), pin_factory=plain_factory)
+    panel = FrontPanel(PINS, presses.append, pin_factory=plain_factory)
     panel.show(LedState.IN_CALL)
     button, call, status, relay = pins(plain_factory)
     panel.pulse_relay(5.0)
@@ -404,7 +405,7 @@ def test_close_is_idempotent_turns_everything_off_and_releases_the_pins(plain_fa
     assert (call.state, status.state) == (False, False)
     button.drive_low()
     assert presses == []
-    FrontPanel(PINS, lambda: None, pin_factory=plain_factory).close()  # every pin was released
+    FrontPanel(PINS, lambda button: None, pin_factory=plain_factory).close()  # every pin was released
 
 
 def test_a_busy_pin_is_reported_by_role_and_nothing_stays_reserved(make_panel, mock_factory) -> None:
@@ -421,6 +422,6 @@ def test_a_pin_that_does_not_exist_is_reported(make_panel) -> None:
 
 
 def test_the_panel_is_a_context_manager(mock_factory) -> None:
-    with FrontPanel(PINS, lambda: None, pin_factory=mock_factory) as panel:
+    with FrontPanel(PINS, lambda button: None, pin_factory=mock_factory) as panel:
         panel.pulse_relay(5.0)
     assert not mock_factory.pin(PINS.relay).state

@@ -23,7 +23,10 @@ def test_the_config_holds_the_only_default_wiring_and_it_is_the_documented_pin_m
     from intercom.app import panel_pins
 
     assert panel_pins(PanelConfig()) == PINS
-    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(PanelPins)), "a second default"
+    defaults = {f.name: f.default for f in dataclasses.fields(PanelPins) if f.default is not dataclasses.MISSING}
+    # extra_buttons=() is no wiring choice: it says "one button", so that one-button constructors keep working.
+    assert defaults == {"extra_buttons": ()}, "a second default"
+    assert PINS.buttons == (PINS.button,)
     custom = panel_pins(PanelConfig(button_pin=5, button_pull_up=False, debounce_ms=80, call_led_pin=6,
                                     status_led_pin=13, relay_pin=19, relay_active_high=False))
     assert custom == PanelPins(button=5, button_pull_up=False, debounce_ms=80, call_led=6, status_led=13, relay=19,
@@ -77,3 +80,26 @@ def test_a_library_that_cannot_start_is_explained(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "gpiozero.pins.lgpio", types.SimpleNamespace(LGPIOFactory=LGPIOFactory))
     with pytest.raises(PanelError, match="could not start: can not open gpiochip.*gpio group"):
         make_pin_factory("lgpio")
+
+
+def test_the_buttons_are_the_first_one_then_the_extra_ones_in_order() -> None:
+    pins = dataclasses.replace(PINS, extra_buttons=[5, 6])  # a list from a config is kept as a tuple
+    assert pins.buttons == (17, 5, 6)
+    assert pins.extra_buttons == (5, 6)
+    assert hash(pins) == hash(dataclasses.replace(PINS, extra_buttons=(5, 6)))
+    assert [role for role, _ in pins.roles()][-3:] == ["button #0", "button #1", "button #2"]
+    assert [role for role, _ in PINS.roles()][-1] == "the button"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra_buttons": (5, 5)}, "GPIO5 is wired to both button #1 and button #2"),
+        ({"extra_buttons": (17,)}, "GPIO17 is wired to both button #0 and button #1"),
+        ({"extra_buttons": (22,)}, "GPIO22 is wired to both the call LED and button #1"),
+        ({"relay": 17}, "GPIO17 is wired to both the door relay and the button"),
+    ],
+)
+def test_every_pin_must_differ(change: dict, message: str) -> None:
+    with pytest.raises(PanelError, match=message):
+        dataclasses.replace(PINS, **change)
