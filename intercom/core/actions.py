@@ -113,6 +113,8 @@ class PostSnapshot:
 
     room_id: str
     reason: str  #: ``ring`` (a visitor pressed) or ``request`` (the owner asked)
+    label: str = ""  #: which bell button was pressed ("" for the one button of a house)
+    mention: str = ""  #: the resident the picture is for (mentioned, so their phone notifies)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -57,6 +57,7 @@ class CallInput(enum.Enum):
     TAKE = "the owner's invite is taken"
     RIVAL_WINS = "the owner's invite wins glare"
     RIVAL_LOSES = "the owner's invite loses glare"
+    GROUP_ANSWERED = "another resident took the ring"
     LOCAL_HANGUP = "local hangup"
     ROOM_UNUSABLE = "room unusable"
     INTERNAL_ERROR = "internal error"
@@ -106,6 +107,8 @@ class Details:
     detail: str = ""
     #: The owner's call that loses glare to this one (``RIVAL_LOSES``).
     rival_call_id: str = ""
+    #: Who took the ring instead (``GROUP_ANSWERED``).
+    by: str = ""
     #: For the refusal's log line: what caused the input.
     event_type: str = ""
     sender: str = ""
@@ -149,6 +152,8 @@ class Call:
     remote_ended: bool = False
     #: Whether the homeserver offers TURN (for the notice of a call that found no network path).
     turn: bool = False
+    #: Which bell button started an outgoing call ("" for the one button of a house), for pictures and notices.
+    label: str = ""
     #: How the call ended, once it has: the summary and the LED it leaves on the panel.
     summary: CallSummary | None = None
     result_led: LedState | None = None
@@ -217,7 +222,7 @@ def send_invite(call: Call, d: Details, now: float, out: list[Action]) -> None:
 def post_ring_picture(call: Call, d: Details, now: float, out: list[Action]) -> None:
     """The visitor rang: the picture goes to the room after the invite (or instead of it, if the call never got
     that far), so that taking and uploading it never slows the call."""
-    out.append(PostSnapshot(room_id=call.room_id, reason="ring"))
+    out.append(PostSnapshot(room_id=call.room_id, reason="ring", label=call.label, mention=call.peer))
 
 
 def end_candidates_if_complete(call: Call, d: Details, now: float, out: list[Action]) -> None:
@@ -320,11 +325,15 @@ class End:
 
 
 def notice_missed(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(notices.missed(call.room_id))
+    out.append(notices.missed(call.room_id, call.label))
 
 
 def notice_declined(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(notices.declined(call.room_id))
+    out.append(notices.declined(call.room_id, call.label))
+
+
+def notice_answered_by(call: Call, d: Details, now: float, out: list[Action]) -> None:
+    out.append(notices.answered_by(call.room_id, d.by, call.label))
 
 
 def notice_no_path(call: Call, d: Details, now: float, out: list[Action]) -> None:
@@ -397,6 +406,8 @@ _ICE_LOST = (End(Outcome.COMPLETED, "ice_timeout", detail="media connection fail
 _STAYED_LOST = (End(Outcome.COMPLETED, "ice_timeout", detail="media stayed disconnected"), notice_cut_off)
 _LONGEST = End(Outcome.COMPLETED, "user_hangup", detail="longest call duration reached")
 _NEGOTIATION_LATE = "renegotiation was not answered in time"
+#: A ring group: another resident answered (or called the door), so this resident's ringing stops.
+_TAKEN_BY_OTHER = End(Outcome.ANSWERED_ELSEWHERE, "user_hangup", detail="another resident took the ring")
 
 TABLE: dict[tuple[CallState, CallInput], Row] = {
     # Starting: a press places a call, the owner's invite is taken.
@@ -413,6 +424,7 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
     (S.PREPARING, I.RIVAL_LOSES): Row((post_ring_picture, End(
         Outcome.REPLACED, "replaced", detail="the owner called while we were preparing our call")), S.ENDED),
     (S.PREPARING, I.REMOTE_CANDIDATES): Row((hold_candidates,), S.PREPARING),
+    (S.PREPARING, I.GROUP_ANSWERED): Row((post_ring_picture, _TAKEN_BY_OTHER, notice_answered_by), S.ENDED),
 
     # Outgoing, ringing: the first answer wins; a reject (or a version 0 hangup) declines.
     **_ends(S.RINGING),
@@ -425,6 +437,7 @@ TABLE: dict[tuple[CallState, CallInput], Row] = {
                                       notice_missed), S.ENDED),
     (S.RINGING, I.RIVAL_WINS): Row((End(Outcome.REPLACED, "replaced"),), S.ENDED),
     (S.RINGING, I.RIVAL_LOSES): Row((hang_up_rival,), S.RINGING),
+    (S.RINGING, I.GROUP_ANSWERED): Row((_TAKEN_BY_OTHER, notice_answered_by), S.ENDED),
     (S.RINGING, I.LOCAL_CANDIDATES): Row((send_local_candidates,), S.RINGING),
     (S.RINGING, I.REMOTE_CANDIDATES): Row((hold_candidates,), S.RINGING),
 
@@ -506,6 +519,7 @@ _REFUSED: dict[CallInput, str] = {
     I.TAKE: "call {call} was taken already",
     I.RIVAL_WINS: "busy with another call",
     I.RIVAL_LOSES: "busy with another call",
+    I.GROUP_ANSWERED: "call {call} is past ringing",
     I.LOCAL_HANGUP: "call {call} has already ended",
     I.ROOM_UNUSABLE: "call {call} has already ended",
     I.INTERNAL_ERROR: "call {call} has already ended",

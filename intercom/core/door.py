@@ -11,7 +11,15 @@ What a call does is the table in :mod:`intercom.core.call`; this module decides 
 routes each event to a call (or to none), applies the policy (who may call, in which room:
 :mod:`~intercom.core.policy`), settles glare between a call and the owner's invite (:mod:`~intercom.core.glare`),
 holds candidates for calls not seen yet, runs the room commands and chooses what the LEDs show. Calls are kept by
-call ID, so the door could hold several (one per resident) without another design; today it holds at most one.
+call ID.
+
+A household (:mod:`~intercom.core.household`) is several residents, each in a room of two with the door. A press
+rings every resident of its button who may be rung now, all at once, each in their own room (a *ring group*): the
+first to answer gets the call and every other call of the group ends at once (``GROUP_ANSWERED``, with a notice
+saying who answered); a resident who declines stops only their own ringing; each call rings out on its own
+``ring_timeout``. With one camera and one microphone, one conversation runs at a time: a press on another button
+meanwhile posts the picture and a notice to that button's residents, and a resident's call while the door is busy
+is refused as busy. Trust (:mod:`~intercom.core.trust`) is per resident: their pins, keys and verdict.
 
 Nothing a peer sends raises: malformed or unwelcome input becomes an :class:`~intercom.core.actions.Ignored` with
 the reason. An exception inside the core (a bug) ends the current call through the table's ``INTERNAL_ERROR``
@@ -23,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from . import glare, legacy, messages, notices, policy, trust
 from .actions import (
@@ -43,6 +51,7 @@ from .actions import (
 from .call import HELD_CANDIDATES, Call, CallInput, Details
 from .commands import Command, argument, parse_command
 from .errors import MalformedCallEvent
+from .household import Resident
 from .events import (
     ButtonPressed,
     CallEventReceived,
@@ -58,6 +67,7 @@ from .events import (
     MediaStateChanged,
     NegotiationAnswerReady,
     OwnerKeysObserved,
+    ResidentRoomChanged,
     RoomMembersChanged,
     TextMessageReceived,
     TimerDue,
@@ -93,27 +103,72 @@ _MEDIA_INPUTS = {MediaState.CONNECTED: CallInput.MEDIA_CONNECTED, MediaState.DIS
 
 @dataclass(slots=True)
 class _OpenWindow:
-    """The ring that may open the door (see :class:`~intercom.core.commands.CommandSettings`)."""
+    """The ring that may open the door (see :class:`~intercom.core.commands.CommandSettings`): its calls, the
+    residents who may open for it, when it ended (None while a call of it runs) and how often it opened."""
 
-    call_id: str
-    ended_at: float | None = None  #: None while the call runs
+    ring_id: str  #: the first call of the ring (named in the log line of an opening)
+    call_ids: set[str]
+    residents: frozenset[str]
+    ended_at: float | None = None
     openings: int = 0
+
+
+@dataclass(slots=True)
+class _Ring:
+    """What the last press did, for the panel, ``intercom status`` and the demo."""
+
+    button: int
+    label: str
+    rung: tuple[str, ...]  #: residents called, in the order of the button
+    quiet: tuple[str, ...] = ()  #: residents in quiet hours (picture and notice only)
+    unreachable: dict[str, str] = dataclasses.field(default_factory=dict)  #: resident -> why not rung
+    answered_by: str | None = None
+    declined: list[str] = dataclasses.field(default_factory=list)
+    ringing: set[str] = dataclasses.field(default_factory=set)  #: call IDs still ringing or being prepared
+    calls: dict[str, str] = dataclasses.field(default_factory=dict)  #: call ID -> resident
+
+
+@dataclass(slots=True)
+class _Person:
+    """One resident as the door knows them now: their room, and trust in their devices."""
+
+    resident: Resident
+    room_id: str | None
+    waiting: str = ""  #: what the door waits for before it can use their room (a room it made, a join)
+    #: Trust in their devices (see :mod:`intercom.core.trust`): the pins, the keys the Matrix side last observed
+    #: and the verdict on them (None until it has read them).
+    pins: trust.Pins | None = None
+    observed: trust.ObservedKeys | None = None
+    verdict: trust.Verdict | None = None
+
+    @property
+    def user_id(self) -> str:
+        return self.resident.user_id
+
+
+#: Facts about rooms the door keeps (the residents' rooms, and rooms that may become one).
+ROOM_FACTS = 64
 
 
 class DoorCore:
     """The call logic of one door. See the module docstring for how to drive it."""
 
     def __init__(self, settings: CoreSettings, *, new_token: Callable[[], str] = glare.random_token,
-                 pins: trust.Pins | None = None) -> None:
-        """``pins``: what the door pinned of the owner's keys before (from its state directory), None at first
-        use."""
+                 pins: trust.Pins | None | Mapping[str, trust.Pins | None] = None) -> None:
+        """``pins``: what the door pinned of the residents' keys before (from its state directory): by user ID, or
+        (a household of one) the owner's; None at first use."""
         self.settings = settings
         self._new_token = new_token
         self._wire = legacy.LegacyWire(settings.party_id)
+        by_user = pins if isinstance(pins, Mapping) else {settings.owner: pins}
+        #: The residents, by user ID, in the order of the config.
+        self._people: dict[str, _Person] = {
+            r.user_id: _Person(r, r.room_id, pins=by_user.get(r.user_id)) for r in settings.residents}
         #: The calls in progress, by call ID (ended calls leave at once).
         self._calls: dict[str, Call] = {}
         self._online = False
-        self._room: policy.RoomFacts | None = None
+        #: What the Matrix side told us about rooms, by room ID.
+        self._rooms: OrderedDict[str, policy.RoomFacts] = OrderedDict()
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: call_id -> [(party_id, candidate)] for candidates of calls we have not seen (yet).
@@ -122,14 +177,11 @@ class DoorCore:
         self._shown_led: LedState | None = None
         #: The ring that may open the door: while it runs and for ``open_window`` after it ended.
         self._opener: _OpenWindow | None = None
+        #: The last press's ring group.
+        self._ring: _Ring | None = None
         #: What needs attention on the device, by source (see FaultChanged).
         self._faults: dict[str, str] = {}
         self._turn = False
-        #: Trust in the owner's devices (see :mod:`intercom.core.trust`): the pins, and the verdict on the keys the
-        #: Matrix side last observed (None until it has read them).
-        self._pins = pins
-        self._observed: trust.ObservedKeys | None = None
-        self._verdict: trust.Verdict | None = None
         #: When each session was last told why it was refused.
         self._told: OrderedDict[str, float] = OrderedDict()
         #: When the last refusals were sent (see REFUSALS_PER_MINUTE).
@@ -139,8 +191,9 @@ class DoorCore:
 
     @property
     def _call(self) -> Call | None:
-        """The call in progress (the door takes one at a time)."""
-        return next(iter(self._calls.values()), None)
+        """The call the panel shows: the one answered or talking, else the first still ringing."""
+        talking = [c for c in self._calls.values() if c.state not in (CallState.PREPARING, CallState.RINGING)]
+        return talking[0] if talking else next(iter(self._calls.values()), None)
 
     @property
     def state(self) -> CallState:
@@ -169,22 +222,58 @@ class DoorCore:
         """What the panel shows now (as last emitted by :class:`SetLeds`)."""
         return self._shown_led if self._shown_led is not None else self._wanted_led()
 
-    def room_problem(self) -> str | None:
-        """Why the configured room cannot carry a call now, or None."""
-        return policy.room_problem(self._room, user_id=self.settings.user_id, owner=self.settings.owner,
-                                   require_encryption=self.settings.require_encryption)
+    def room_problem(self, user_id: str | None = None) -> str | None:
+        """Why a resident's room (default: the first resident's) cannot carry a call now, or None."""
+        person = self._people.get(user_id or self.settings.owner)
+        return self._room_problem(person) if person is not None else f"{user_id} is not a resident"
 
-    def trust_status(self) -> dict[str, object]:
-        """What the door trusts of the owner's devices, for ``intercom status``."""
-        room, verdict = self._room, self._verdict
-        encrypted = None if room is None else room.encrypted
+    def _room_problem(self, person: _Person) -> str | None:
+        if person.room_id is None:
+            return person.waiting or f"the door has no room with {person.user_id} yet"
+        problem = policy.room_problem(self._rooms.get(person.room_id), user_id=self.settings.user_id,
+                                      owner=person.user_id, require_encryption=self.settings.require_encryption)
+        if problem is not None and person.waiting:
+            return f"{person.waiting} ({problem})"
+        return problem
+
+    def household_status(self) -> list[dict[str, object]]:
+        """Each resident: their room, whether a call can go there, their rights, and the call with them now."""
+        calls = {call.peer: call for call in self._calls.values()}
+        status = []
+        for person in self._people.values():
+            r, call = person.resident, calls.get(person.user_id)
+            status.append({
+                "user_id": r.user_id, "room_id": person.room_id, "room_problem": self._room_problem(person),
+                "answer_calls": r.answer_calls, "open_door": r.open_door,
+                "quiet_hours": str(r.quiet_hours) if r.quiet_hours else None,
+                "call": call.state.value if call is not None else None,
+            })
+        return status
+
+    def ring_status(self) -> dict[str, object] | None:
+        """The last press: which button, who was rung, who answered or declined, who is still ringing."""
+        ring = self._ring
+        if ring is None:
+            return None
+        return {"button": ring.button, "label": ring.label, "rung": list(ring.rung), "quiet": list(ring.quiet),
+                "not_rung": dict(ring.unreachable), "ringing": sorted(ring.calls[c] for c in ring.ringing),
+                "answered_by": ring.answered_by, "declined": list(ring.declined)}
+
+    def trust_status(self, user_id: str | None = None) -> dict[str, object]:
+        """What the door trusts of a resident's devices (default: the first resident), for ``intercom status``."""
+        person = self._people.get(user_id or self.settings.owner)
+        if person is None:
+            return {"error": f"{user_id} is not a resident"}
+        facts = self._rooms.get(person.room_id) if person.room_id else None
+        verdict = person.verdict
+        encrypted = None if facts is None else facts.encrypted
         status: dict[str, object] = {
             "room_encrypted": encrypted,
             "owner_keys_read": verdict is not None,
             "trusted_devices": sorted(verdict.trusted) if verdict else [],
             "untrusted_devices": dict(sorted(verdict.untrusted.items())) if verdict else {},
-            "identity_problem": verdict.identity_problem if verdict else (self._pins.identity_problem
-                                                                          if self._pins else None),
+            "identity_problem": verdict.identity_problem if verdict else (person.pins.identity_problem
+                                                                          if person.pins else None),
             "identity_pending": bool(verdict and verdict.identity_pending),
         }
         if encrypted is False:
@@ -221,17 +310,23 @@ class DoorCore:
     def _dispatch(self, event: Event, now: float, out: list[Action]) -> None:
         match event:
             case ButtonPressed():
-                self._on_press(now, out)
+                self._on_press(event, now, out)
             case CallEventReceived():
                 self._on_call_event(event, now, out)
             case TextMessageReceived():
                 self._on_text(event, now, out)
             case RoomMembersChanged():
                 self._on_members(event, now, out)
-            case OwnerKeysObserved(keys=keys):
-                self._on_keys(keys, now, out)
-            case TrustRequested(device_id=device_id, identity=identity):
-                self._on_trust_request(device_id, identity, "on the door", now, out)
+            case ResidentRoomChanged():
+                self._on_resident_room(event, now, out)
+            case OwnerKeysObserved(keys=keys, user_id=user_id):
+                person = self._people.get(user_id or self.settings.owner)
+                if person is None:
+                    out.append(Ignored(reason=f"keys of {user_id[:255]}, who is not a resident"))
+                else:
+                    self._on_keys(person, keys, now, out)
+            case TrustRequested(device_id=device_id, identity=identity, user_id=user_id):
+                self.trust_on_door(device_id, identity, user_id, now, out)
             case HomeserverConnectionChanged(online=online):
                 self._online = online
             case FaultChanged(fault=None, source=source):
@@ -265,24 +360,48 @@ class DoorCore:
 
     # --- calls ---------------------------------------------------------------------------------------------------
 
-    def _new_call(self, call_id: str, direction: Direction, now: float, **peer: object) -> Call:
+    def _new_call(self, call_id: str, direction: Direction, now: float, person: _Person, **peer: object) -> Call:
         s = self.settings
-        call = Call(call_id=call_id, direction=direction, peer=s.owner, room_id=s.room_id, wire=self._wire,
-                    timings=s.timings, started_at=now, turn=self._turn, **peer)
+        assert person.room_id is not None  # only a resident whose room can carry a call is called or answered
+        call = Call(call_id=call_id, direction=direction, peer=person.user_id, room_id=person.room_id,
+                    wire=self._wire, timings=s.timings, started_at=now, turn=self._turn, **peer)
         self._calls[call_id] = call
         self._result = None
         return call
 
     def _step(self, call: Call, what: CallInput, now: float, out: list[Action], details: Details = Details()) -> None:
-        """One input to one call, through its table; a call that ended leaves the door."""
+        """One input to one call, through its table; a call that ended leaves the door. The first answer to a
+        ring group ends the group's other calls (never two conversations)."""
+        before = call.state
         out.extend(call.step(what, now, details))
         if call.state is CallState.ENDED:
             self._leave(call, now)
+        elif before is CallState.RINGING and call.state is not CallState.RINGING:
+            ring = self._ring
+            if ring is not None and call.call_id in ring.calls:
+                ring.answered_by = call.peer
+                ring.ringing.discard(call.call_id)
+            self._end_others(call, call.peer, now, out)
+
+    def _end_others(self, keep: Call, by: str, now: float, out: list[Action]) -> None:
+        """``by`` took the ring (answered it, or called the door): every other call stops ringing."""
+        for other in list(self._calls.values()):
+            if other is not keep:
+                self._step(other, CallInput.GROUP_ANSWERED, now, out,
+                           Details(by=by, detail=f"{by} took the ring"))
 
     def _leave(self, call: Call, now: float) -> None:
         self._calls.pop(call.call_id, None)
-        if self._opener is not None and self._opener.call_id == call.call_id:
-            self._opener.ended_at = now
+        opener = self._opener
+        if opener is not None and call.call_id in opener.call_ids:
+            opener.call_ids.discard(call.call_id)
+            if not opener.call_ids:
+                opener.ended_at = now
+        ring = self._ring
+        if ring is not None and call.call_id in ring.calls:
+            ring.ringing.discard(call.call_id)
+            if call.summary is not None and call.summary.outcome is Outcome.DECLINED:
+                ring.declined.append(call.peer)
         self._remember_finished(call.call_id)
         self._result = (call.result_led or LedState.ERROR, now + self.settings.timings.ended_display)
 
@@ -312,21 +431,63 @@ class DoorCore:
 
     # --- local inputs --------------------------------------------------------------------------------------------
 
-    def _on_press(self, now: float, out: list[Action]) -> None:
-        call = self._call
-        if call is not None:
-            # Ringing or talking already: acknowledge the press, start nothing (one call at a time).
-            out.append(PressFeedback(accepted=True, reason=f"a call is already {call.state.value}"))
+    def _on_press(self, event: ButtonPressed, now: float, out: list[Action]) -> None:
+        buttons = self.settings.buttons
+        if not isinstance(event.button, int) or not 0 <= event.button < len(buttons):
+            out.append(PressFeedback(accepted=False, reason=f"no button {event.button!r} is configured"))
+            return out.append(Ignored(reason=f"press of unknown button {event.button!r}"))
+        button = buttons[event.button]
+        people = [self._people[user_id] for user_id in button.residents]
+        usable = [p for p in people if self._room_problem(p) is None]
+        if self._calls:
+            ring = self._ring
+            if ring is not None and ring.button == event.button and not ring.calls.keys().isdisjoint(self._calls):
+                # This button's ring is ringing or talking already: acknowledge the press, start nothing.
+                return out.append(PressFeedback(accepted=True, reason=f"a call is already {self.state.value}"))
+            # One camera, one microphone: this button's residents who are not in the call get the picture and a
+            # notice (another button's visitor, or a visitor while a resident looks at the door).
+            in_call = {c.peer for c in self._calls.values()}
+            told = [p for p in usable if p.user_id not in in_call]
+            out.append(PressFeedback(accepted=True, reason=f"a call is already {self.state.value}; told "
+                                                           f"{len(told)} resident(s) of the ring"))
+            for person in told:
+                self._ring_picture(person, button.name, out)
+                out.append(notices.busy_ring(person.room_id, button.name))
             return
-        problem = "the homeserver cannot be reached" if not self._online else self.room_problem()
-        if problem is not None:
+        if not self._online:
+            out.append(PressFeedback(accepted=False, reason="the homeserver cannot be reached"))
+            return out.append(Ignored(reason="press not turned into a call: the homeserver cannot be reached"))
+        unreachable = {p.user_id: self._room_problem(p) or "" for p in people if p not in usable}
+        quiet = [p for p in usable if p.resident.quiet_at(event.minute_of_day)]
+        rung = [p for p in usable if p not in quiet]
+        ring = self._ring = _Ring(button=event.button, label=button.name, rung=tuple(p.user_id for p in rung),
+                                  quiet=tuple(p.user_id for p in quiet), unreachable=unreachable)
+        if not usable:
+            problem = "; ".join(unreachable.values()) or "the button rings nobody"
             out.append(PressFeedback(accepted=False, reason=problem))
-            out.append(Ignored(reason=f"press not turned into a call: {problem}"))
+            return out.append(Ignored(reason=f"press not turned into a call: {problem}"))
+        for person in quiet:
+            self._ring_picture(person, button.name, out)
+            out.append(notices.quiet(person.room_id, button.name))
+        openers = frozenset(p.user_id for p in usable if p.resident.open_door)
+        if not rung:
+            out.append(PressFeedback(accepted=True, reason="quiet hours: pictures posted, nobody called"))
+            self._opener = _OpenWindow("", set(), openers, ended_at=now)
+            self._result = (LedState.MISSED, now + self.settings.timings.ended_display)
             return
-        call = self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now)
-        self._opener = _OpenWindow(call.call_id)
         out.append(PressFeedback(accepted=True))
-        self._step(call, CallInput.PLACE, now, out)
+        calls = [self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now, p, label=button.name)
+                 for p in rung]
+        ring.calls = {c.call_id: c.peer for c in calls}
+        ring.ringing = set(ring.calls)
+        self._opener = _OpenWindow(calls[0].call_id, set(ring.calls), openers)
+        for call in calls:
+            if call.call_id in self._calls:  # (an earlier one cannot end the others before they start: defensive)
+                self._step(call, CallInput.PLACE, now, out)
+
+    def _ring_picture(self, person: _Person, label: str, out: list[Action]) -> None:
+        assert person.room_id is not None
+        out.append(PostSnapshot(room_id=person.room_id, reason="ring", label=label, mention=person.user_id))
 
     def _on_local_hangup(self, reason: str, now: float, out: list[Action]) -> None:
         if not self._calls:
@@ -335,14 +496,44 @@ class DoorCore:
             self._step(call, CallInput.LOCAL_HANGUP, now, out, Details(reason=reason))
 
     def _on_members(self, event: RoomMembersChanged, now: float, out: list[Action]) -> None:
-        if event.room_id != self.settings.room_id:
-            return
-        self._room = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule,
-                                      encrypted=bool(event.encrypted))
-        problem = self.room_problem()
-        if problem is not None:
-            for call in list(self._calls.values()):
+        self._rooms[event.room_id] = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule,
+                                                      encrypted=bool(event.encrypted))
+        self._rooms.move_to_end(event.room_id)
+        self._forget_rooms()
+        self._check_calls_in(event.room_id, now, out)
+
+    def _on_resident_room(self, event: ResidentRoomChanged, now: float, out: list[Action]) -> None:
+        person = self._people.get(event.user_id)
+        if person is None:
+            return out.append(Ignored(reason=f"a room for {str(event.user_id)[:255]}, who is not a resident"))
+        old = person.room_id
+        person.room_id, person.waiting = event.room_id, str(event.waiting)[:300]
+        if old is not None and old != event.room_id:
+            for call in [c for c in self._calls.values() if c.room_id == old]:
+                self._step(call, CallInput.ROOM_UNUSABLE, now, out,
+                           Details(detail=f"the door no longer uses the room {old} with {person.user_id}"))
+        if event.room_id is not None:
+            self._check_calls_in(event.room_id, now, out)
+
+    def _check_calls_in(self, room_id: str, now: float, out: list[Action]) -> None:
+        """End the calls in a room that can no longer carry them (a third member joined, the resident left)."""
+        for call in [c for c in self._calls.values() if c.room_id == room_id]:
+            person = self._people.get(call.peer)
+            problem = self._room_problem(person) if person is not None else "not a resident"
+            if problem is not None:
                 self._step(call, CallInput.ROOM_UNUSABLE, now, out, Details(detail=problem))
+
+    def _forget_rooms(self) -> None:
+        """Keep the facts of every resident's room, and of at most ROOM_FACTS others."""
+        ours = {p.room_id for p in self._people.values()}
+        others = [room for room in self._rooms if room not in ours]
+        for room in others[: max(len(others) - ROOM_FACTS, 0)]:
+            del self._rooms[room]
+
+    def _resident_in_room(self, sender: str, room_id: str) -> _Person | None:
+        """The resident who sent this in their own room, or None."""
+        person = self._people.get(sender)
+        return person if person is not None and person.room_id == room_id else None
 
     def _on_text(self, event: TextMessageReceived, now: float, out: list[Action]) -> None:
         cmds = self.settings.commands
@@ -352,33 +543,41 @@ class DoorCore:
         if self._seen_before(event.event_id):
             return out.append(Ignored(reason=f"{command.value} command was handled already",
                                       event_type="m.room.message", sender=str(event.sender)[:255]))
-        if event.sender != self.settings.owner or event.room_id != self.settings.room_id:
-            return out.append(Ignored(reason=f"{command.value} command not from the owner in the configured room",
+        person = self._resident_in_room(event.sender, event.room_id)
+        if person is None:
+            return out.append(Ignored(reason=f"{command.value} command not from a resident in their room",
                                       event_type="m.room.message", sender=str(event.sender)[:255]))
         if event.age_ms is None or event.age_ms > cmds.max_age * 1000:
             return out.append(Ignored(reason=f"{command.value} command is too old to act on (or of unknown age)",
                                       event_type="m.room.message", sender=event.sender))
-        room = self.settings.room_id
-        problem = self.room_problem()
+        room = event.room_id
+        problem = self._room_problem(person)
         if problem is not None:  # the camera's picture goes only where a call may go: the door's private room
             return out.append(Ignored(reason=f"{command.value} command refused: {problem}",
                                       event_type="m.room.message", sender=event.sender))
-        problem = self._device_problem(event)
+        problem = self._device_problem(person, event)
         if problem is not None:
             if not event.encrypted:
                 out.append(notices.unencrypted_command(room, str(event.body).split()[0][:32]))
             else:
-                self._tell_refused(event.device_id, problem, now, out)
+                self._tell_refused(person, event.device_id, problem, now, out)
             return out.append(Ignored(reason=f"{command.value} command refused: {problem}",
                                       event_type="m.room.message", sender=event.sender))
         if command is Command.SNAPSHOT:
-            return out.append(PostSnapshot(room_id=room, reason="request"))
+            return out.append(PostSnapshot(room_id=room, reason="request", mention=person.user_id))
         if command is Command.TRUST:
-            return self._trust_from_room(argument(event.body), event.device_id, now, out)
-        window = self._opener
-        if window is None or (window.ended_at is not None and now - window.ended_at > cmds.open_window):
+            return self._trust_from_room(person, argument(event.body), event.device_id, now, out)
+        if not person.resident.open_door:
             out.append(SendNotice(room_id=room, text=(
-                "Not opened: the door opens only during a call from the door (someone rang) or within "
+                "Not opened: you may see and talk to the door, but not open it (ask whoever set up the door to "
+                "give you the open_door right).")))
+            return out.append(Ignored(reason="open command from a resident without the open_door right",
+                                      event_type="m.room.message", sender=event.sender))
+        window = self._opener
+        if (window is None or person.user_id not in window.residents
+                or (window.ended_at is not None and now - window.ended_at > cmds.open_window)):
+            out.append(SendNotice(room_id=room, text=(
+                "Not opened: the door opens only during a call from the door (someone rang for you) or within "
                 f"{cmds.open_window:g} s after one.")))
             return out.append(Ignored(reason="open command without a visitor's ring", event_type="m.room.message",
                                       sender=event.sender))
@@ -388,7 +587,7 @@ class DoorCore:
             return out.append(Ignored(reason="open command over the limit of openings per ring",
                                       event_type="m.room.message", sender=event.sender))
         window.openings += 1
-        out.append(OpenDoor(seconds=cmds.relay_pulse, by=event.sender, call_id=window.call_id))
+        out.append(OpenDoor(seconds=cmds.relay_pulse, by=event.sender, call_id=window.ring_id or None))
         out.append(SendNotice(room_id=room, text=f"Door opened for {cmds.relay_pulse:g} s."))
 
     # --- media inputs --------------------------------------------------------------------------------------------
@@ -443,10 +642,10 @@ class DoorCore:
                 # The end of a call whose invite has not arrived (yet): when it does, it is a dead call.
                 self._remember_finished(msg.call_id)
                 return ignore(f"call {msg.call_id} ended before its invite arrived; its invite will be ignored")
-            return ignore(f"not about the current call ({msg.call_id})")
+            return ignore(f"not about a current call ({msg.call_id})")
         if event.sender != call.peer or event.room_id != call.room_id:
-            return ignore("not from the owner in the configured room")
-        problem = self._device_problem(event)
+            return ignore("not from the call's resident in their room")
+        problem = self._device_problem(self._people[call.peer], event)
         if problem is not None:
             return ignore(f"not from a session the door trusts: {problem}")
         if (isinstance(msg, messages.Negotiate) and msg.lifetime_ms is not None and event.age_ms is not None
@@ -469,7 +668,9 @@ class DoorCore:
             return ignore(f"invite {msg.call_id} is for {msg.invitee}")
         if msg.call_id in self._finished or msg.call_id in self._calls:
             return ignore(f"invite {msg.call_id} was already handled")
-        if (event.sender != s.owner and event.room_id != s.room_id and msg.invitee != s.user_id
+        person = self._people.get(event.sender)
+        ours = any(p.room_id == event.room_id for p in self._people.values())
+        if (person is None and not ours and msg.invitee != s.user_id
                 and (event.room_members is None or event.room_members > 2)):
             # A call in some other room of several people, for whoever is there: not ours to answer, nor to
             # refuse (a reject there would end it for the one it was meant for). In a room of two, the door is
@@ -477,30 +678,44 @@ class DoorCore:
             return ignore(f"invite {msg.call_id} in another room, not for the door")
 
         problem = policy.caller_problem(sender=event.sender, room_id=event.room_id, owner=s.owner,
-                                        configured_room=s.room_id, room=self.room_problem())
+                                        configured_room=person.room_id if person else None,
+                                        room=self._room_problem(person) if person else None,
+                                        resident=person is not None)
         if problem is not None:
             return self._refuse_invite(msg, event, now, out, "user_hangup", f"refused: {problem}")
-        problem = self._device_problem(event)
+        assert person is not None
+        problem = self._device_problem(person, event)
         if problem is not None:
-            self._tell_refused(event.device_id if event.encrypted else None, problem, now, out)
+            self._tell_refused(person, event.device_id if event.encrypted else None, problem, now, out)
             return self._refuse_invite(msg, event, now, out, "user_hangup", f"refused: {problem}")
 
-        call = self._call
-        if call is not None:
-            # Glare, or busy: the table of the call in progress says which.
-            what = CallInput.RIVAL_WINS if glare.incoming_wins(call.call_id, msg.call_id) else CallInput.RIVAL_LOSES
-            if not call.takes(what):
+        crossing = next((c for c in self._calls.values() if c.peer == person.user_id), None)
+        if crossing is not None:
+            # Glare with our call to this resident, or busy: the table of that call says which.
+            what = (CallInput.RIVAL_WINS if glare.incoming_wins(crossing.call_id, msg.call_id)
+                    else CallInput.RIVAL_LOSES)
+            if not crossing.takes(what):
                 return self._refuse_invite(msg, event, now, out, "user_busy", "refused: busy with another call")
-            self._step(call, what, now, out, Details(detail=f"glare: the owner's call {msg.call_id} wins",
-                                                     rival_call_id=msg.call_id, v1=msg.v1))
-            if call.state is not CallState.ENDED:
+            self._step(crossing, what, now, out, Details(detail=f"glare: the resident's call {msg.call_id} wins",
+                                                         rival_call_id=msg.call_id, v1=msg.v1))
+            if crossing.state is not CallState.ENDED:
                 self._remember_finished(msg.call_id)
-                return ignore(f"glare: our call {call.call_id} wins over {msg.call_id}")
+                return ignore(f"glare: our call {crossing.call_id} wins over {msg.call_id}")
+            # Their call replaces ours: it takes the ring, the group's other calls stop.
+            ring = self._ring
+            if ring is not None and crossing.call_id in ring.calls:
+                ring.answered_by = person.user_id
+            self._end_others(crossing, person.user_id, now, out)
+        elif self._calls:
+            return self._refuse_invite(msg, event, now, out, "user_busy", "refused: busy with another call")
+        elif not person.resident.answer_calls:
+            return self._refuse_invite(msg, event, now, out, "user_hangup", (
+                f"refused: the door does not answer calls of {person.user_id} (answer_calls is off for them)"))
 
-        call = self._new_call(msg.call_id, Direction.INCOMING, now, peer_party=msg.party_id, peer_chosen=True,
-                              peer_v1=msg.v1, held=self._pending.pop(msg.call_id, []))
-        if s.commands.open_after_owner_call:
-            self._opener = _OpenWindow(call.call_id)
+        call = self._new_call(msg.call_id, Direction.INCOMING, now, person, peer_party=msg.party_id,
+                              peer_chosen=True, peer_v1=msg.v1, held=self._pending.pop(msg.call_id, []))
+        if s.commands.open_after_owner_call and person.resident.open_door:
+            self._opener = _OpenWindow(call.call_id, {call.call_id}, frozenset({person.user_id}))
         self._step(call, CallInput.TAKE, now, out, Details(sdp=msg.offer_sdp))
         # No answer may go out after the caller gave up: the preparation must finish within the invite's life.
         prepare = call.timers.get(CallInput.PREPARE_TIMEOUT)
@@ -527,22 +742,22 @@ class DoorCore:
             call_id=msg.call_id, direction=Direction.INCOMING, peer=event.sender, outcome=Outcome.REFUSED,
             reason="reject" if msg.v1 else v0_reason, detail=detail, started_at=now, connected_at=None, ended_at=now)))
 
-    # --- trust in the owner's devices ----------------------------------------------------------------------------
+    # --- trust in the residents' devices -------------------------------------------------------------------------
 
-    def _device_problem(self, event: CallEventReceived | TextMessageReceived) -> str | None:
-        """Why an event from the owner in the configured room does not count as the owner's, or None.
+    def _device_problem(self, person: _Person, event: CallEventReceived | TextMessageReceived) -> str | None:
+        """Why an event from a resident in their room does not count as theirs, or None.
 
         In an encrypted room only encrypted events from a device the door trusts count (see
         :mod:`intercom.core.trust`); in an unencrypted room there is no device to go by, and every event of the
-        owner's account counts (``intercom status`` warns, and ``require_encryption`` refuses such a room)."""
-        room = self._room
+        resident's account counts (``intercom status`` warns, and ``require_encryption`` refuses such a room)."""
+        room = self._rooms.get(person.room_id) if person.room_id else None
         if room is None or not room.encrypted:
             return None
         if not event.encrypted:
             return "it was not encrypted, in an encrypted room"
-        verdict = self._verdict
+        verdict = person.verdict
         if verdict is None:
-            return "the door has not read the owner's device keys yet"
+            return "the door has not read your device keys yet"
         if verdict.identity_problem is not None:
             return f"{verdict.identity_problem} and this is not confirmed on the door yet"
         if event.device_id is None:
@@ -551,9 +766,9 @@ class DoorCore:
             return f"the door does not trust the session {str(event.device_id)[:64]}"
         return None
 
-    def _tell_refused(self, device_id: str | None, why: str, now: float, out: list[Action]) -> None:
-        """Tell the owner why a session of theirs was refused: at most every REFUSAL_NOTICE_INTERVAL per session."""
-        key = device_id or ""
+    def _tell_refused(self, person: _Person, device_id: str | None, why: str, now: float, out: list[Action]) -> None:
+        """Tell a resident why a session of theirs was refused: at most every REFUSAL_NOTICE_INTERVAL per session."""
+        key = f"{person.user_id} {device_id or ''}"
         last = self._told.get(key)
         if last is not None and now - last < REFUSAL_NOTICE_INTERVAL:
             return
@@ -561,35 +776,40 @@ class DoorCore:
         self._told.move_to_end(key)
         while len(self._told) > PENDING_CALLS:
             self._told.popitem(last=False)
-        name = self._verdict.untrusted.get(device_id, "") if self._verdict and device_id else ""
+        verdict = person.verdict
+        name = verdict.untrusted.get(device_id, "") if verdict and device_id else ""
         known = device_id is not None and trust.DEVICE_ID.fullmatch(device_id) is not None
-        out.append(notices.call_refused_untrusted(self.settings.room_id, device_id if known else "", name, why))
+        if person.room_id is not None:
+            out.append(notices.call_refused_untrusted(person.room_id, device_id if known else "", name, why))
 
-    def _on_keys(self, observed: trust.ObservedKeys, now: float, out: list[Action]) -> None:
-        self._apply_verdict(trust.assess(self._pins, observed), observed, now, out, "the owner's keys were read")
+    def _on_keys(self, person: _Person, observed: trust.ObservedKeys, now: float, out: list[Action]) -> None:
+        self._apply_verdict(person, trust.assess(person.pins, observed), observed, now, out,
+                            f"the keys of {person.user_id} were read")
 
-    def _apply_verdict(self, verdict: trust.Verdict, observed: trust.ObservedKeys, now: float, out: list[Action],
-                       reason: str) -> None:
-        before, old_pins, old_observed = self._verdict, self._pins, self._observed
+    def _apply_verdict(self, person: _Person, verdict: trust.Verdict, observed: trust.ObservedKeys, now: float,
+                       out: list[Action], reason: str) -> None:
+        before, old_pins, old_observed = person.verdict, person.pins, person.observed
         if verdict.pins is None:  # no keys at all yet: nothing is trusted, nothing pinned
-            self._verdict, self._observed = verdict, observed
+            person.verdict, person.observed = verdict, observed
             return
-        self._verdict, self._pins, self._observed = verdict, verdict.pins, observed
-        room = self.settings.room_id
+        person.verdict, person.pins, person.observed = verdict, verdict.pins, observed
+        room = person.room_id
         problem = verdict.identity_problem
         if problem is not None and (old_pins is None or old_pins.identity_problem != problem or before is None):
-            out.append(notices.identity_changed(room, problem))
-            for call in list(self._calls.values()):  # whoever is on the call may not be the owner
+            if room is not None:
+                out.append(notices.identity_changed(room, problem))
+            for call in [c for c in self._calls.values() if c.peer == person.user_id]:
+                # whoever is on the call may not be the resident
                 self._step(call, CallInput.LOCAL_HANGUP, now, out, Details(reason="user_hangup"))
-        if problem is None:
+        if problem is None and room is not None:
             for device_id in verdict.new_untrusted:
                 out.append(notices.untrusted_device(room, device_id, verdict.untrusted.get(device_id, "")))
             if verdict.identity_pending and not (before and before.identity_pending):
                 out.append(notices.identity_pending(room))
         holders = verdict.trusted
         if problem is not None and before is not None and old_observed is not None:
-            # The owner's sessions trusted until now still get the door's messages (the warning among them), as
-            # long as their keys did not change; they count as the owner again only once confirmed on the door.
+            # The resident's sessions trusted until now still get the door's messages (the warning among them), as
+            # long as their keys did not change; they count as the resident again only once confirmed on the door.
             old = {d.device_id: d.ed25519 for d in old_observed.devices}
             now_keys = {d.device_id: d.ed25519 for d in observed.devices}
             holders = frozenset(d for d in (before.trusted | set(before.pins.devices if before.pins else ()))
@@ -600,53 +820,84 @@ class DoorCore:
         if (before is None or before.trusted != verdict.trusted or old_pins != verdict.pins
                 or set(before.untrusted) != set(verdict.untrusted)):
             out.append(TrustUpdated(pins=verdict.pins, trusted=verdict.trusted, key_holders=holders,
-                                    untrusted=frozenset(verdict.untrusted), reason=reason))
+                                    untrusted=frozenset(verdict.untrusted), reason=reason, user_id=person.user_id))
 
-    def _on_trust_request(self, device_id: str | None, identity: bool, by: str, now: float,
+    def trust_on_door(self, device_id: str | None, identity: bool, user_id: str, now: float,
+                      out: list[Action]) -> str | None:
+        """``intercom trust``: confirm a resident's device or changed identity; returns why not, or None when done.
+        Without ``user_id``: the resident who has that device, or the only one whose identity changed."""
+        person = self._people.get(user_id) if user_id else None
+        if user_id and person is None:
+            why = f"{user_id} is not a resident"
+            out.append(Ignored(reason=f"trust not changed: {why}"))
+            return why
+        if person is None and len(self._people) == 1:
+            person = next(iter(self._people.values()))
+        if person is None and identity:
+            changed = [p for p in self._people.values() if p.verdict and p.verdict.identity_problem
+                       or p.pins and p.pins.identity_problem]
+            person = changed[0] if len(changed) == 1 else None
+        elif person is None:
+            having = [p for p in self._people.values()
+                      if p.observed and any(d.device_id == device_id for d in p.observed.devices)]
+            person = having[0] if len(having) == 1 else None
+        if person is None:
+            why = "name the resident too (intercom trust --resident @name:example.org ...)"
+            out.append(Ignored(reason=f"trust not changed: {why}"))
+            return why
+        return self._on_trust_request(person, device_id, identity, "on the door", now, out)
+
+    def _on_trust_request(self, person: _Person, device_id: str | None, identity: bool, by: str, now: float,
                           out: list[Action]) -> str | None:
-        """Confirm a device or the owner's changed identity; returns why not, or None when done."""
-        observed = self._observed
+        """Confirm a resident's device or changed identity; returns why not, or None when done."""
+        observed = person.observed
+        room = person.room_id
         why: str | None = None
         if observed is None:
-            why = "the door has not read the owner's device keys yet; try again in a minute"
+            why = f"the door has not read the device keys of {person.user_id} yet; try again in a minute"
         elif identity:
-            pins = trust.accept_identity(self._pins, observed)
-            self._apply_verdict(trust.assess(pins, observed), observed, now, out, f"identity confirmed {by}")
-            out.append(SendNotice(room_id=self.settings.room_id, text=(
-                f"The door now trusts your account's current identity (confirmed {by}).")))
+            pins = trust.accept_identity(person.pins, observed)
+            self._apply_verdict(person, trust.assess(pins, observed), observed, now, out, f"identity confirmed {by}")
+            if room is not None:
+                out.append(SendNotice(room_id=room, text=(
+                    f"The door now trusts your account's current identity (confirmed {by}).")))
             return None
         elif device_id is None or trust.DEVICE_ID.fullmatch(device_id) is None:
             why = "name the session to trust by its device ID (shown in your app's session list)"
         else:
             device = next((d for d in observed.devices if d.device_id == device_id), None)
+            verdict = person.verdict
             if device is None:
-                why = f"the owner's account has no session {device_id}"
-            elif self._verdict is not None and self._verdict.identity_problem is not None:
-                why = (f"{self._verdict.identity_problem}: confirm the identity on the door first "
+                why = f"the account {person.user_id} has no session {device_id}"
+            elif verdict is not None and verdict.identity_problem is not None:
+                why = (f"{verdict.identity_problem}: confirm the identity on the door first "
                        "(intercom trust --identity)")
-            elif self._verdict is not None and device_id in self._verdict.trusted:
+            elif verdict is not None and device_id in verdict.trusted:
                 why = f"the session {device_id} is trusted already"
             else:
-                pins = trust.confirm_device(self._pins or trust.Pins(), device)
-                self._apply_verdict(trust.assess(pins, observed), observed, now, out, f"{device_id} confirmed {by}")
-                out.append(notices.trusted(self.settings.room_id, device_id, device.name[:80], by))
+                pins = trust.confirm_device(person.pins or trust.Pins(), device)
+                self._apply_verdict(person, trust.assess(pins, observed), observed, now, out,
+                                    f"{device_id} confirmed {by}")
+                if room is not None:
+                    out.append(notices.trusted(room, device_id, device.name[:80], by))
                 return None
         out.append(Ignored(reason=f"trust not changed: {why}"))
         return why
 
-    def _trust_from_room(self, device_id: str | None, by_device: str | None, now: float, out: list[Action]) -> None:
-        """``!trust DEVICE`` from a trusted session: it may vouch for another session, never for a new identity
-        (a trusted session cannot undo an identity warning; only the door can)."""
-        why = self._on_trust_request(device_id, False, f"from the session {by_device}", now, out)
-        if why is not None:
-            out.append(SendNotice(room_id=self.settings.room_id, text=f"Not trusted: {why}."))
+    def _trust_from_room(self, person: _Person, device_id: str | None, by_device: str | None, now: float,
+                         out: list[Action]) -> None:
+        """``!trust DEVICE`` from a trusted session: it may vouch for another session of the same resident, never
+        for a new identity (a trusted session cannot undo an identity warning; only the door can)."""
+        why = self._on_trust_request(person, device_id, False, f"from the session {by_device}", now, out)
+        if why is not None and person.room_id is not None:
+            out.append(SendNotice(room_id=person.room_id, text=f"Not trusted: {why}."))
 
     # --- candidates of calls not seen yet ------------------------------------------------------------------------
 
     def _may_hold(self, event: CallEventReceived) -> bool:
-        """Candidates for an unknown call are kept only from the owner in our room (the invite may follow)."""
-        return (event.sender == self.settings.owner and event.room_id == self.settings.room_id
-                and self._device_problem(event) is None)
+        """Candidates for an unknown call are kept only from a resident in their room (the invite may follow)."""
+        person = self._resident_in_room(event.sender, event.room_id)
+        return person is not None and self._device_problem(person, event) is None
 
     def _hold_pending(self, msg: messages.Candidates) -> None:
         held = self._pending.get(msg.call_id)
@@ -687,8 +938,8 @@ class DoorCore:
             return LedState.ERROR
         if not self._online:
             return LedState.OFFLINE
-        if self.room_problem() is not None:
-            return LedState.ERROR
+        if all(self._room_problem(p) is not None for p in self._people.values()):
+            return LedState.ERROR  # nobody can be rung (one unusable room shows in status, not as an error)
         return LedState.IDLE
 
     def _update_leds(self, now: float, out: list[Action]) -> None:

@@ -14,14 +14,39 @@ TIME = "{time}"
 NO_PICTURE = " (No picture.)"
 
 
-def missed(room_id: str) -> SendNotice:
-    return SendNotice(room_id=room_id, text=f"Missed call from the door at {TIME}: nobody answered.",
+def _button(label: str) -> str:
+    """Which button, in a notice: " (Flat 2)"; nothing for the one button of a house."""
+    return f" ({label})" if label else ""
+
+
+def missed(room_id: str, label: str = "") -> SendNotice:
+    return SendNotice(room_id=room_id, text=f"Missed call from the door{_button(label)} at {TIME}: nobody answered.",
                       reply_to_ring=True, no_picture=NO_PICTURE)
 
 
-def declined(room_id: str) -> SendNotice:
-    return SendNotice(room_id=room_id, text=f"Call from the door at {TIME} was declined.", reply_to_ring=True,
-                      no_picture=NO_PICTURE)
+def declined(room_id: str, label: str = "") -> SendNotice:
+    return SendNotice(room_id=room_id, text=f"Call from the door{_button(label)} at {TIME} was declined.",
+                      reply_to_ring=True, no_picture=NO_PICTURE)
+
+
+def answered_by(room_id: str, who: str, label: str = "") -> SendNotice:
+    """The ring rang several residents and another one took it: this one's ringing stopped."""
+    return SendNotice(room_id=room_id, text=f"The ring at the door{_button(label)} at {TIME} was answered by {who}.",
+                      reply_to_ring=True, no_picture=NO_PICTURE)
+
+
+def quiet(room_id: str, label: str = "") -> SendNotice:
+    """A ring during the resident's quiet hours: the picture, no call."""
+    return SendNotice(room_id=room_id, text=(
+        f"Someone rang at the door{_button(label)} at {TIME}, during your quiet hours: the door did not call you."),
+        reply_to_ring=True, no_picture=NO_PICTURE)
+
+
+def busy_ring(room_id: str, label: str = "") -> SendNotice:
+    """A ring while the door was in another call (one camera, one microphone): the picture, no call."""
+    return SendNotice(room_id=room_id, text=(
+        f"Someone rang at the door{_button(label)} at {TIME} while the door was busy with another call: it could "
+        "not call you."), reply_to_ring=True, no_picture=NO_PICTURE)
 
 
 def no_path(room_id: str, direction: Direction, *, turn: bool) -> SendNotice:

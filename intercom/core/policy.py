@@ -1,7 +1,7 @@
 """Who the door talks to, and where. The only place these rules live.
 
-This device has a camera on someone's front door: it answers only the configured owner, only in the configured
-room, and only while that room holds exactly the door and the owner (the spec's security advice for 1:1 calls:
+This device has a camera on someone's front door: it answers only a resident, only in the door's room with that
+resident, and only while that room holds exactly the door and the resident (the spec's security advice for 1:1 calls:
 in a bigger room another member could answer or intercept).
 """
 
@@ -49,10 +49,14 @@ def invite_expired(*, age_ms: int | None, lifetime_ms: int) -> bool:
     return age_ms is None or age_ms + RING_GRACE_MS >= lifetime_ms
 
 
-def caller_problem(*, sender: str, room_id: str, owner: str, configured_room: str, room: str | None) -> str | None:
-    """Why an invite must not be answered, or None when it may be (``room`` is :func:`room_problem`'s answer)."""
-    if sender != owner:
-        return f"{sender} is not the owner"
+def caller_problem(*, sender: str, room_id: str, owner: str, configured_room: str | None, room: str | None,
+                   resident: bool | None = None) -> str | None:
+    """Why an invite must not be answered, or None when it may be (``room`` is :func:`room_problem`'s answer
+    for the caller's room). ``resident``: whether the sender is one of the household (None: only ``owner`` is)."""
+    if not (resident if resident is not None else sender == owner):
+        return f"{sender} is not a resident" if resident is not None else f"{sender} is not the owner"
+    if configured_room is None:
+        return room or f"the door has no room with {sender} yet"
     if room_id != configured_room:
-        return "the invite is not in the configured room"
+        return "the invite is not in the door's room with the caller"
     return room
