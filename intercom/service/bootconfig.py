@@ -85,8 +85,11 @@ WIFI_COUNTRY_FILE = "etc/modprobe.d/intercom-wifi-country.conf"
 ERRORS_MARKER = "run/intercom-boot-config/errors"
 SERVICE_USER = "intercom"
 
+#: The intercom's arrays of tables (``[[residents]]``, ``[[buttons]]``): optional, and passed to the checker like
+#: its sections.
+INTERCOM_ARRAYS = ("residents", "buttons")
 #: The intercom's own sections, in the order the checker defines them.
-INTERCOM_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "path")
+INTERCOM_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name not in ("path", *INTERCOM_ARRAYS))
 IMAGE_SECTIONS = ("wifi", "system")
 ALL_SECTIONS = INTERCOM_SECTIONS + IMAGE_SECTIONS
 #: Inline secrets in [matrix]: each is moved into a file of its own and replaced by the matching *_file setting.
@@ -250,7 +253,9 @@ def _check_wifi(table: Mapping[str, object], problems: list[ConfigProblem]) -> W
 class Plan:
     """A checked card file, and everything that applying it writes."""
 
-    intercom: dict[str, dict[str, Any]]  # the intercom's sections with the secrets replaced by *_file settings
+    #: the intercom's sections (a list of tables for [[residents]] and [[buttons]]) with the secrets replaced by
+    #: *_file settings
+    intercom: dict[str, Any]
     secrets: dict[str, str] = field(repr=False)  # file name in SECRETS_DIR -> secret
     wifi: Wifi | None
     system: System
@@ -264,10 +269,11 @@ def _unknown_section_message(key: str, value: object) -> str | None:
         if home is None:
             return None  # a setting of the intercom's own sections above every header: the checker explains that
         return f"this setting is above every [section] header; move it below the [{home}] header"
-    names = ", ".join(f"[{name}]" for name in ALL_SECTIONS)
-    guess = difflib.get_close_matches(key.lower(), ALL_SECTIONS, n=1, cutoff=0.6)
+    names = ", ".join([f"[{name}]" for name in ALL_SECTIONS] + [f"[[{name}]]" for name in INTERCOM_ARRAYS])
+    guess = difflib.get_close_matches(key.lower(), ALL_SECTIONS + INTERCOM_ARRAYS, n=1, cutoff=0.6)
     if guess:
-        return f"unknown section [{key}]; did you mean [{guess[0]}]?"
+        return (f"unknown section [{key}]; did you mean "
+                f"{f'[[{guess[0]}]]' if guess[0] in INTERCOM_ARRAYS else f'[{guess[0]}]'}?")
     return f"unknown section [{key}]; remove it (the sections are {names})"
 
 
@@ -284,7 +290,7 @@ def check_card_config(data: Mapping[str, Any], text: str, *, root: Path, path: s
     for key, value in data.items():
         if key in IMAGE_SECTIONS:
             continue
-        message = None if key in INTERCOM_SECTIONS else _unknown_section_message(key, value)
+        message = None if key in INTERCOM_SECTIONS + INTERCOM_ARRAYS else _unknown_section_message(key, value)
         if message is None:
             intercom_data[key] = value
         else:
@@ -321,10 +327,12 @@ def check_card_config(data: Mapping[str, Any], text: str, *, root: Path, path: s
 
     if problems:
         order = {key: index for index, key in enumerate(data)}
-        problems.sort(key=lambda p: order.get(p.field.split(".")[0], len(order)))  # stable: keeps the checker's order
+        # Stable: keeps the checker's order. "residents[2].user_id" is in the file's residents.
+        problems.sort(key=lambda p: order.get(re.split(r"[.\[]", p.field, maxsplit=1)[0], len(order)))
         raise ConfigError(problems, path)
 
-    intercom = {name: dict(table) for name, table in intercom_data.items()}
+    intercom: dict[str, Any] = {name: [dict(entry) for entry in table] if isinstance(table, list) else dict(table)
+                                for name, table in intercom_data.items()}
     secrets = {}
     if "matrix" in intercom:
         for kind in MATRIX_SECRETS:
@@ -347,18 +355,24 @@ def _toml_value(value: object) -> str:
     return toml(value)
 
 
-def dump_toml(data: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
-    """TOML text for a document of flat sections (all the intercom's settings are plain values)."""
+def dump_toml(data: Mapping[str, Any], header: str = "") -> str:
+    """TOML text for a document of flat sections (all the intercom's settings are plain values), and of arrays of
+    flat tables (``[[residents]]``: a list of tables is written as one ``[[name]]`` entry each)."""
     out = io.StringIO()
     out.write(header)
-    for index, (section, table) in enumerate(data.items()):
-        out.write(("\n" if index or header else "") + f"[{section}]\n")
-        for key, value in table.items():
-            out.write(f"{key} = {_toml_value(value)}\n")
+    first = not header
+    for section, tables in data.items():
+        array = isinstance(tables, list)
+        for table in tables if array else [tables]:
+            out.write(("" if first else "\n") + (f"[[{section}]]\n" if array else f"[{section}]\n"))
+            first = False
+            for key, value in table.items():
+                out.write(f"{key} = {_toml_value(value)}\n")
     return out.getvalue()
 
 
-_HEADER = re.compile(r"\s*\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?")
+#: A [section] or [[array]] header; an [[array]]'s lines are not any section's.
+_HEADER = re.compile(r"\s*\[(\[?)\s*([A-Za-z0-9_-]+)\s*\](\]?)\s*(?:#.*)?")
 _KEY_LINE = re.compile(r"\s*([A-Za-z0-9_-]+)\s*=")
 
 # What replaces each secret's line in the card's copy: the [matrix] credential becomes the *_file setting that
@@ -385,17 +399,19 @@ def scrub_card_text(text: str, data: Mapping[str, Any], *, secrets: Iterable[str
     lines = []
     for line in text.splitlines():
         header = _HEADER.fullmatch(line)
-        if header:
-            section = header[1]
+        if header and header[1] == header[3]:
+            section = f"[{header[2]}]" if header[1] else header[2]
         key = _KEY_LINE.match(line)
         if key and (section, key[1]) in _SCRUBBED_LINE:
             lines.append(_SCRUBBED_LINE[section, key[1]])
         else:
             lines.append(line)
     scrubbed = _CARD_HEADER + "\n".join(lines) + "\n"
-    expected: dict[str, dict[str, Any]] = {}
+    expected: dict[str, Any] = {}
     for name, table in data.items():
-        if isinstance(table, dict):
+        if isinstance(table, list):  # [[residents]], [[buttons]]: no secrets in them
+            expected[name] = table
+        elif isinstance(table, dict):
             expected[name] = {}
             for key, value in table.items():
                 if (name, key) not in _SCRUBBED_LINE:

@@ -190,6 +190,41 @@ def whole(low: int, high: int, what: str, unit: str, *, even: bool = False) -> C
     return check
 
 
+def short_text(limit: int) -> Checker:
+    """A name shown in messages to people: one line, at most ``limit`` characters; stored without surrounding
+    spaces."""
+
+    def check(value: object, ctx: Context) -> str:
+        text = text_value(value, ctx).strip()
+        if not text.isprintable():
+            raise Invalid(f"has a line break or another control character; write it on one line, like {ctx.example}")
+        if len(text) > limit:
+            raise Invalid(f"is {len(text)} characters long; notices show it, so keep it short (at most {limit}), "
+                          f"like {ctx.example}")
+        return text
+
+    return check
+
+
+def quiet_hours(value: object, ctx: Context) -> Any:
+    """A daily span of local time, ``"HH:MM-HH:MM"`` on the 24-hour clock; it may run over midnight. Stored as the
+    core's :class:`~intercom.core.household.QuietHours`."""
+    from intercom.core.household import QuietHours
+
+    text = text_value(value, ctx)
+    how = f'write it as "HH:MM-HH:MM" on the 24-hour clock, like {ctx.example} (it may run over midnight)'
+    if text.count("-") != 1:
+        raise Invalid(f"{toml(text[:40])} is not a span of time; {how}")
+    try:
+        hours = QuietHours.parse(text)
+    except ValueError as err:
+        raise Invalid(f"{err}; {how}") from None
+    if hours.start == hours.end:
+        raise Invalid(f"{toml(text)} starts and ends at the same time, so it is never quiet; {how}, or delete "
+                      "quiet_hours")
+    return hours
+
+
 def flag(value: object, ctx: Context) -> bool:
     if not isinstance(value, bool):
         hint = "; write true or false without quotes" if isinstance(value, str) else ""
