@@ -10,7 +10,7 @@ import pytest
 import intercom.panel.patterns as patterns_module
 from intercom.core.states import LedState
 from intercom.panel import PATTERNS, TICK, Pattern
-from intercom.panel.patterns import ACCEPTED_FLASH, OFF, ON, PRESS_FLASH, REFUSED_FLASH
+from intercom.panel.patterns import ACCEPTED_FLASH, OFF, ON, PRESS_FLASH, PRESS_FLASH_LIT, REFUSED_FLASH
 
 HARDWARE_README = Path(__file__).resolve().parents[2] / "hardware" / "README.md"
 
@@ -42,6 +42,13 @@ def test_the_press_flash_lights_at_once_and_shows_even_over_a_steady_led() -> No
     frames = list(PRESS_FLASH.frames())
     assert frames[0] is True
     assert False in frames  # a dark moment, so a press during a call (call LED steady on) is still seen
+
+
+def test_the_press_flash_over_a_lit_led_darkens_it_at_once_and_is_the_same_flash_inverted() -> None:
+    """A press during another button's call (call LED lit): the change must show at once, not after 0.3 s."""
+    assert list(PRESS_FLASH_LIT.frames()) == [not level for level in PRESS_FLASH.frames()]
+    assert list(PRESS_FLASH_LIT.frames())[0] is False
+    assert PRESS_FLASH_LIT.describe() in _row(patterns_module.__doc__, "press (lit)")
 
 
 def test_frames_follow_the_steps() -> None:
