@@ -1,4 +1,4 @@
-"""The front panel adapter: the doorbell button, the call and status LEDs and the door relay, on gpiozero.
+"""The front panel adapter: the bell buttons, the call and status LEDs and the door relay, on gpiozero.
 
 Every device takes ``pin_factory=`` (gpiozero style), so the same code runs on a Pi (lgpio) and in tests
 (``MockFactory``). See :class:`FrontPanel`, the LED table in :mod:`.patterns`, and ``hardware/README.md`` for

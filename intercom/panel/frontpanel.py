@@ -108,7 +108,8 @@ class FrontPanel:
 
         pins = PanelPins(button=17, extra_buttons=(5, 6), button_pull_up=True, debounce_ms=50, call_led=22,
                          status_led=23, relay=27, relay_active_high=True)
-        panel = FrontPanel(pins, on_press=lambda button: print("ding", button), pin_factory=make_pin_factory("mock"))
+        panel = FrontPanel(pins, on_press=lambda button: print("ding", button),
+                           pin_factory=make_pin_factory("mock"))
         panel.show(LedState.IDLE)
         panel.pulse_relay(3.0)
     """
@@ -131,10 +132,11 @@ class FrontPanel:
         #: Every device in the order :meth:`close` shuts them: the relay first, since it matters most.
         self._devices: list[Any] = []
         try:
-            # The relay first, so it is driven "off" as early as possible; the button last, so no press can
+            # The relay first, so it is driven "off" as early as possible; the buttons last, so no press can
             # arrive before the LEDs exist.
             self._relay = self._open(
-                "the door relay", DigitalOutputDevice, pins.relay, active_high=pins.relay_active_high, initial_value=False
+                "the door relay", DigitalOutputDevice, pins.relay, active_high=pins.relay_active_high,
+                initial_value=False,
             )
             self._call = _Lamp(self._open("the call LED", LED, pins.call_led))
             self._status = _Lamp(self._open("the status LED", LED, pins.status_led))
