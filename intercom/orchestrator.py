@@ -153,9 +153,11 @@ class Orchestrator:
         """Like :meth:`feed`, from another thread (gpiozero's callbacks)."""
         self._loop.call_soon_threadsafe(self.feed, event)
 
-    def button_pressed_threadsafe(self) -> None:
-        """The front panel's ``on_press`` callback (gpiozero's thread)."""
-        self.feed_threadsafe(ButtonPressed())
+    def button_pressed_threadsafe(self, button: int = 0) -> None:
+        """The front panel's ``on_press`` callback (gpiozero's thread): bell button ``button`` was pressed, now (the
+        local clock time goes with it, for quiet hours)."""
+        local = time.localtime()
+        self.feed_threadsafe(ButtonPressed(button=button, minute_of_day=local.tm_hour * 60 + local.tm_min))
 
     def local_candidates(self, call_id: str, entries: Sequence[Mapping[str, Any]], complete: bool) -> None:
         """The media side's ``on_candidates`` callback: candidates gathered after the offer or answer."""
