@@ -85,7 +85,7 @@ BROKEN: dict[str, dict[str, list[str]]] = {
     "missing_required.toml": {
         "matrix.user_id": ["missing", 'add user_id = "@door:example.org" to the [matrix] section'],
         "matrix.room_id": ["missing", 'add room_id = "!abc123:example.org"'],
-        "matrix.owner": ["missing", 'add owner = "@alice:example.org"'],
+        "matrix.owner": ["missing", 'add owner = "@alice:example.org"', "or, for a household", "[[residents]]"],
     },
     "missing_matrix.toml": {  # the other sections are still checked
         "matrix": ["missing section", "add a [matrix] section"],
