@@ -11,7 +11,8 @@ The checks, in the order they are printed:
 - **service**: whether ``intercom run`` is running (its control socket answers ``status``), and what it reports.
 - **homeserver**, **login**, **sync**, **room**, **turn**: the homeserver answers; the door's credential is
   accepted; a sync works; the door is joined to its room, the room holds exactly the door and the owner, and it is
-  encrypted (unencrypted is a warning, or a failure with ``matrix.require_encryption``); the homeserver hands out
+  encrypted (unencrypted is a warning, or a failure with ``matrix.require_encryption``), for each resident's
+  configured room in a household (a room the door makes itself is fine); the homeserver hands out
   TURN credentials and a real allocation succeeds on one of its TURN servers (aioice's TURN client).
 - **microphone**, **speaker**, **camera**, **gpio**: a second recorded through the configured ALSA device and its
   level; a short tone played; one camera frame's size and brightness; the panel's pins claimed with the configured
@@ -348,8 +349,11 @@ async def _check_config(path: str) -> tuple[Result, Config | None]:
                     f"run intercom check-config {path}: it explains each problem and its fix",
                     problems=problems), None
     m = config.matrix
-    return ok("config", f"door {m.user_id} in {m.room_id}, owner {m.owner}, homeserver {m.homeserver} "
-              f"({m.credential_source})"), config
+    if not config.residents:
+        serves = f"in {m.room_id}, owner {m.owner}"
+    else:
+        serves = f"serving {len(config.residents)} residents ({', '.join(r.user_id for r in config.residents)})"
+    return ok("config", f"door {m.user_id} {serves}, homeserver {m.homeserver} ({m.credential_source})"), config
 
 
 def _service(socket_path: str | Path) -> Callable[[], Awaitable[Result]]:

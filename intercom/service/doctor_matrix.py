@@ -2,7 +2,7 @@
 
 The door's own session is never used for syncing, and its E2EE store is never opened: the client here has no
 store and no encryption. With a password, doctor logs in as a separate, temporary device (:data:`DEVICE_NAME`),
-syncs only the door's room, and logs that device out at the end. With an access token there is no password to
+syncs only the door's rooms, and logs that device out at the end. With an access token there is no password to
 log in with, so the token is used read-only: ``whoami`` and one initial sync without a ``since`` token, which
 acknowledges nothing (the homeserver deletes a device's to-device messages only when a later sync names an
 earlier batch); it is never logged out, which would end the door's session.
@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from intercom.core.household import Resident
 from intercom.service.config import Config, ConfigError
 
 from .doctor import TIMEOUTS, Result, Status, bounded, describe_exception, fail, ok, skip, warn
@@ -28,38 +29,67 @@ DEVICE_NAME = "intercom doctor (temporary)"
 ALLOCATION_TIMEOUT = 10.0
 
 
-def judge_room(facts: Any | None, *, config: Config, invited: bool) -> Result:
-    """The room check from what a sync said about the configured room (``facts``: the core's room facts, or None
-    when the door is not in it)."""
+def judge_room(facts: Any | None, *, config: Config, invited: bool, resident: Resident | None = None) -> Result:
+    """The room check from what a sync said about one resident's configured room (``facts``: the core's room facts,
+    or None when the door is not in it). ``resident``: whose room (default: the first, the owner of the
+    single-owner form)."""
     from intercom.core.door import UNENCRYPTED_WARNING
     from intercom.core.policy import RoomFacts, room_problem
 
     m = config.matrix
+    if resident is None:
+        resident = config.household()[0][0]
+    person, room_id = resident.user_id, resident.room_id
+    who, person_setting, room_setting = _settings_of(config, resident)
     if facts is None or m.user_id not in facts.joined:
         if invited:
-            return warn("room", f"the door is invited to {m.room_id} but has not joined yet",
+            return warn("room", f"the door is invited to {room_id} but has not joined yet",
                         "start the service (sudo systemctl start intercom): it accepts the invite by itself")
-        return fail("room", f"the door {m.user_id} is not in the room {m.room_id}",
-                    f"from the owner's account, invite {m.user_id} to the room (Element: Room info > People > "
-                    f"Invite), or correct matrix.room_id in {config.path}")
+        return fail("room", f"the door {m.user_id} is not in the room {room_id}",
+                    f"from the {who}'s account, invite {m.user_id} to the room (Element: Room info > People > "
+                    f"Invite), or correct {room_setting} in {config.path}")
     room = RoomFacts(joined=frozenset(facts.joined), join_rule=facts.join_rule, encrypted=bool(facts.encrypted))
     members = sorted(room.joined)
     data = {"members": members, "encrypted": room.encrypted, "join_rule": room.join_rule}
-    problem = room_problem(room, user_id=m.user_id, owner=m.owner, require_encryption=m.require_encryption)
+    problem = room_problem(room, user_id=m.user_id, owner=person, require_encryption=m.require_encryption)
     if problem is not None:
         if room.join_rule == "public":
             fix = "make the room private (Element: Room settings > Security & Privacy > Private)"
         elif m.require_encryption and not room.encrypted:
             fix = "turn on encryption in the room's settings (Security & Privacy > Encrypted)"
-        elif m.owner not in room.joined:
-            fix = f"invite the owner {m.owner} to the room (or correct matrix.owner in {config.path})"
+        elif person not in room.joined:
+            fix = f"invite the {who} {person} to the room (or correct {person_setting} in {config.path})"
         else:
-            fix = "remove everyone but the door and the owner from the room, or make a new room for the two"
-        return fail("room", f"{m.room_id}: {problem}", fix, **data)
+            fix = f"remove everyone but the door and the {who} from the room, or make a new room for the two"
+        return fail("room", f"{room_id}: {problem}", fix, **data)
     if not room.encrypted:
         detail, _, fix = UNENCRYPTED_WARNING.partition(". ")
-        return warn("room", f"{m.room_id} has the door and the owner, but {detail}", fix, **data)
-    return ok("room", f"{m.room_id}: the door and the owner, encrypted", **data)
+        return warn("room", f"{room_id} has the door and the {who}, but {detail}", fix, **data)
+    return ok("room", f"{room_id}: the door and the {who}, encrypted", **data)
+
+
+def _settings_of(config: Config, resident: Resident) -> tuple[str, str, str]:
+    """What to call the person in messages, and the settings that name them and their room."""
+    if not config.residents:
+        return "owner", "matrix.owner", "matrix.room_id"
+    index = next(i for i, r in enumerate(config.residents, 1) if r.user_id == resident.user_id)
+    return "resident", f"residents[{index}].user_id", f"residents[{index}].room_id"
+
+
+def judge_rooms(config: Config, judge: Callable[[Resident], Result]) -> Result:
+    """The room check of every resident, as one line: the single owner's exactly as :func:`judge_room` says it; a
+    household's with the worst status, each resident's finding and the fixes of those that need one. A resident
+    without a configured room is fine: the door makes that room itself."""
+    residents, _ = config.household()
+    if not config.residents:
+        return judge(residents[0])
+    found = {r.user_id: judge(r) if r.room_id else ok("room", "the door makes this room itself")
+             for r in residents}
+    worst = next((s for s in (Status.FAIL, Status.WARN) if any(r.status is s for r in found.values())), Status.OK)
+    detail = "; ".join(f"{user}: {r.detail}" for user, r in found.items())
+    fixes = "; ".join(f"{user}: {r.fix}" for user, r in found.items() if r.fix)
+    data = {"rooms": {user: {"status": r.status.value, **r.data} for user, r in found.items()}}
+    return Result("room", worst, detail, fixes or None, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +174,7 @@ class HomeserverProbe:
             request_timeout=REQUEST_TIMEOUT))
         self.temporary_device: str | None = None
         self.turn_password: str | None = None
-        self._invited = False
+        self._invited: set[str] = set()
 
     async def reachable(self) -> Result:
         name, url = "homeserver", self.homeserver
@@ -195,9 +225,9 @@ class HomeserverProbe:
 
         from intercom.matrix.retry import Failure
 
-        room_id = self.config.matrix.room_id
+        rooms = [r.room_id for r in self.config.household()[0] if r.room_id]
         only_the_room = {
-            "room": {"rooms": [room_id], "timeline": {"limit": 1}, "state": {"lazy_load_members": False},
+            "room": {"rooms": rooms, "timeline": {"limit": 1}, "state": {"lazy_load_members": False},
                      "ephemeral": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}},
             "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]},
         }
@@ -205,16 +235,19 @@ class HomeserverProbe:
         if not isinstance(response, SyncResponse):
             return fail("sync", f"the homeserver's sync failed: {Failure.of(response)}",
                         "the homeserver has trouble; try again in a minute, or tell its admin")
-        self._invited = room_id in response.rooms.invite
-        return ok("sync", "a sync of the door's room worked")
+        self._invited = {room_id for room_id in rooms if room_id in response.rooms.invite}
+        return ok("sync", f"a sync of the door's room{'s' if len(rooms) != 1 else ''} worked")
 
     def room(self) -> Result:
         from intercom.matrix.routing import room_facts
 
-        room_id = self.config.matrix.room_id
-        room = self.client.rooms.get(room_id)
-        facts = room_facts(room_id, room) if room is not None else None
-        return judge_room(facts, config=self.config, invited=self._invited)
+        def judge(resident: Resident) -> Result:
+            room_id = resident.room_id
+            room = self.client.rooms.get(room_id) if room_id else None
+            facts = room_facts(room_id, room) if room is not None else None
+            return judge_room(facts, config=self.config, invited=room_id in self._invited, resident=resident)
+
+        return judge_rooms(self.config, judge)
 
     async def turn(self) -> Result:
         from intercom.matrix.retry import TRANSIENT_EXCEPTIONS, request_json

@@ -27,6 +27,7 @@ from intercom.service.doctor_matrix import (
     explain_turn_failure,
     judge_allocations,
     judge_room,
+    judge_rooms,
     turn_target,
 )
 
@@ -126,6 +127,70 @@ def test_room_the_door_is_not_in_or_only_invited_to():
 def test_room_problems_fail_with_their_fix(members, join_rule, words, fix):
     result = judge_room(facts(*members, join_rule=join_rule), config=config(), invited=False)
     assert result.status is Status.FAIL and words in result.detail and fix in result.fix
+
+
+BOB, BOB_ROOM = "@bob:example.org", "!bob:example.org"
+
+
+def household(**matrix):
+    section = {"homeserver": "https://matrix.example.org", "user_id": DOOR, "password": "pw-secret", **matrix}
+    residents = [{"user_id": OWNER, "room_id": ROOM}, {"user_id": BOB, "room_id": BOB_ROOM},
+                 {"user_id": "@carol:example.org"}]
+    return parse_config({"matrix": section, "residents": residents}, "/etc/intercom/intercom.toml")
+
+
+def test_the_single_owners_room_reads_as_before():
+    single = config()
+    result = judge_rooms(single, lambda r: judge_room(facts(DOOR, OWNER), config=single, invited=False, resident=r))
+    assert result == judge_room(facts(DOOR, OWNER), config=single, invited=False)
+    assert result.detail == f"{ROOM}: the door and the owner, encrypted"
+
+
+def test_each_residents_room_is_checked_and_a_room_the_door_makes_is_fine():
+    home = household()
+    rooms = {ROOM: facts(DOOR, OWNER), BOB_ROOM: RoomMembersChanged(room_id=BOB_ROOM, joined=frozenset({DOOR, BOB}),
+                                                                    join_rule="invite", encrypted=True)}
+    seen = []
+
+    def judge(resident):
+        seen.append(resident.user_id)
+        return judge_room(rooms[resident.room_id], config=home, invited=False, resident=resident)
+
+    result = judge_rooms(home, judge)
+    assert seen == [OWNER, BOB]  # carol has no configured room: nothing to look at
+    assert result.status is Status.OK and result.fix is None
+    assert f"{OWNER}: {ROOM}: the door and the resident, encrypted" in result.detail
+    assert f"{BOB}: {BOB_ROOM}: the door and the resident, encrypted" in result.detail
+    assert "@carol:example.org: the door makes this room itself" in result.detail
+    assert result.data["rooms"]["@carol:example.org"] == {"status": "OK"}
+    assert result.data["rooms"][BOB]["members"] == sorted([DOOR, BOB])
+
+
+def test_a_household_room_problem_names_the_resident_and_their_setting():
+    home = household()
+    bob = home.residents[1]
+    absent = judge_room(None, config=home, invited=False, resident=bob)
+    assert absent.status is Status.FAIL and f"is not in the room {BOB_ROOM}" in absent.detail
+    assert "from the resident's account" in absent.fix and "residents[2].room_id" in absent.fix
+    missing = judge_room(facts(DOOR), config=home, invited=False, resident=bob)
+    assert f"invite the resident {BOB}" in missing.fix and "residents[2].user_id" in missing.fix
+
+    def judge(resident):
+        return absent if resident.user_id == BOB else judge_room(facts(DOOR, OWNER, encrypted=False), config=home,
+                                                                  invited=False, resident=resident)
+
+    result = judge_rooms(home, judge)
+    assert result.status is Status.FAIL  # the worst of FAIL (bob), WARN (alice, unencrypted) and OK (carol)
+    assert result.fix.startswith(f"{OWNER}: ") and f"; {BOB}: from the resident's account" in result.fix
+
+
+def test_the_config_line_names_the_household(tmp_path):
+    path = tmp_path / "intercom.toml"
+    path.write_text(f'[matrix]\nhomeserver = "https://matrix.example.org"\nuser_id = "{DOOR}"\npassword = "pw"\n'
+                    f'[[residents]]\nuser_id = "{OWNER}"\n[[residents]]\nuser_id = "{BOB}"\n')
+    result, loaded = asyncio.run(doctor._check_config(str(path)))
+    assert result.status is Status.OK and loaded is not None
+    assert result.detail.startswith(f"door {DOOR} serving 2 residents ({OWNER}, {BOB}), homeserver ")
 
 
 # --- TURN -------------------------------------------------------------------------------------------------------
