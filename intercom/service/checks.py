@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from intercom.core.household import QuietHours
 from intercom.errors import IntercomError
 
 
@@ -206,11 +207,9 @@ def short_text(limit: int) -> Checker:
     return check
 
 
-def quiet_hours(value: object, ctx: Context) -> Any:
+def quiet_hours(value: object, ctx: Context) -> QuietHours:
     """A daily span of local time, ``"HH:MM-HH:MM"`` on the 24-hour clock; it may run over midnight. Stored as the
     core's :class:`~intercom.core.household.QuietHours`."""
-    from intercom.core.household import QuietHours
-
     text = text_value(value, ctx)
     how = f'write it as "HH:MM-HH:MM" on the 24-hour clock, like {ctx.example} (it may run over midnight)'
     if text.count("-") != 1:

@@ -89,7 +89,9 @@ class MatrixConfig:
     """``[matrix]``: the door's own account, the room it calls in and the person it calls.
 
     ``owner`` and ``room_id`` are the single-person form of the household; with ``[[residents]]`` they are None
-    (each resident has their own room). Use :meth:`Config.household` rather than reading them. Exactly one of the four credential settings is set. Inline ``password``/``access_token`` are accepted for
+    (each resident has their own room). Use :meth:`Config.household` rather than reading them.
+
+    Exactly one of the four credential settings is set. Inline ``password``/``access_token`` are accepted for
     quick tests but kept out of ``repr``; read the credential with :meth:`read_secret`.
     """
 
@@ -499,7 +501,6 @@ def _check_secret_files(matrix: _Values, problems: list[ConfigProblem]) -> None:
         problem = secretfiles.secret_file_problem(path) if path is not None else None
         if problem is not None:
             problems.append(ConfigProblem(f"matrix.{key}", problem))
-
 
 
 # --- the household: who the door serves, and the buttons that ring them ----------------------------------------------

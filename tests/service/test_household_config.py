@@ -143,7 +143,7 @@ def test_the_limits_themselves_are_accepted() -> None:
     assert len(config.residents) == MAX_RESIDENTS and len(config.buttons) == MAX_BUTTONS
 
 
-# --- either the owner or residents -------------------------------------------------------------------------------------
+# --- either the owner or residents ------------------------------------------------------------------------------------
 
 
 def test_neither_owner_nor_residents_explains_both_ways() -> None:
@@ -218,7 +218,7 @@ def test_too_many_buttons() -> None:
     assert_says(message, f"lists {MAX_BUTTONS + 1} buttons", f"at most {MAX_BUTTONS}", "remove 1 of the [[buttons]]")
 
 
-# --- one resident ------------------------------------------------------------------------------------------------------
+# --- one resident -----------------------------------------------------------------------------------------------------
 
 
 def test_a_resident_needs_a_user_id() -> None:
@@ -300,7 +300,7 @@ def test_unknown_keys_in_a_resident(line: str, words: list[str]) -> None:
     assert_says(message, *words)
 
 
-# --- one button --------------------------------------------------------------------------------------------------------
+# --- one button -------------------------------------------------------------------------------------------------------
 
 
 def test_a_button_needs_a_pin() -> None:
@@ -393,7 +393,7 @@ def test_unknown_keys_in_a_button(line: str, words: list[str]) -> None:
     assert_says(problems[field], *words)
 
 
-# --- pins --------------------------------------------------------------------------------------------------------------
+# --- pins -------------------------------------------------------------------------------------------------------------
 
 
 def test_button_pins_differ_from_each_other_and_from_the_panels() -> None:
@@ -421,7 +421,7 @@ def test_the_panels_own_pins_still_clash_as_before_with_buttons() -> None:
     assert_says(message, "GPIO 22 is already used by panel.call_led_pin", "its own pin")
 
 
-# --- all at once, no secrets, the summary -------------------------------------------------------------------------------
+# --- all at once, no secrets, the summary -----------------------------------------------------------------------------
 
 MANY = DOOR + '''owner = "@alice:example.org"
 
@@ -495,7 +495,7 @@ def test_check_config_reports_household_problems_with_their_settings(tmp_path: P
     assert output.splitlines()[-1].endswith("1 problem found; fix it and run intercom check-config again")
 
 
-# --- robustness --------------------------------------------------------------------------------------------------------
+# --- robustness -------------------------------------------------------------------------------------------------------
 
 _values = st.recursive(
     st.booleans() | st.integers(-5, 40) | st.sampled_from(["@alice:example.org", "@door:example.org", "!r:x", "",
