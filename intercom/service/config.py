@@ -209,8 +209,8 @@ class NetworkConfig:
                                               example='["192.168.1.20"]')
 
 
-#: The most residents and buttons one door serves (each resident is a room the door keeps in sync, and a call
-#: rings them one after another at most; a bigger building needs a different product).
+#: The most residents and buttons one door serves: each resident is a room the door keeps in sync and a ring may
+#: call several at once; the header's GPIOs are shared by the buttons, the LEDs and the relay.
 MAX_RESIDENTS = 20
 MAX_BUTTONS = 16
 #: The longest button name: notices say which button was pressed, so it must read at a glance ("Flat 2").
