@@ -6,10 +6,11 @@ config) is in :mod:`intercom.app`. The orchestrator holds no call rules: every d
 
 Ordering guarantees it gives the core:
 
-- Room events are sent one at a time, in the order the core produced them (an invite before its candidates; our
-  ``replaced`` hangup before the answer to the owner's call).
-- A picture (:class:`PostSnapshot`) is started once every room event before it has been sent (the ring's picture
-  follows its call's invite), and never holds up the events after it.
+- Room events of one room are sent one at a time, in the order the core produced them (an invite before its
+  candidates; our ``replaced`` hangup before the answer to the owner's call). Rooms do not wait for each other: a
+  ring group's invites to five residents go out side by side.
+- A picture (:class:`PostSnapshot`) is started once every event before it in its room has been sent (the ring's
+  picture follows its call's invite), and never holds up the events after it.
 - Media actions of one call run one at a time, in order; different calls do not wait for each other.
 - The core is woken at :meth:`DoorCore.next_deadline` (re-armed after every input).
 """
@@ -57,8 +58,10 @@ from intercom.core import (
 
 log = logging.getLogger("intercom")
 
-#: Room sends that may wait for the homeserver at once.
+#: Room sends that may wait for the homeserver at once, per room.
 SEND_QUEUE = 256
+#: Rooms with sends waiting at once (the residents' rooms, and rooms of refused strangers, which the core limits).
+SEND_ROOMS = 64
 
 
 class Signalling(Protocol):
@@ -95,7 +98,8 @@ IceServerSource = Callable[[], Awaitable[Sequence[Any]]]
 class Pictures(Protocol):
     """The visitor's pictures in the room (see :class:`intercom.snapshots.Snapshots`)."""
 
-    async def post(self, room_id: str, reason: str) -> Any: ...
+    async def post(self, room_id: str, reason: str, *, label: str = "", mention: str = "",
+                   ring_id: str = "") -> Any: ...
     async def reply_to_ring(self, room_id: str, text: str, no_picture: str) -> None: ...
 
 
@@ -115,10 +119,12 @@ class Orchestrator:
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
-        self._sends: asyncio.Queue[Callable[[], Awaitable[Any]]] = asyncio.Queue(maxsize=SEND_QUEUE)
+        #: Room sends waiting, per room; each room's sender task ends when its queue is empty.
+        self._sends: dict[str, asyncio.Queue[Callable[[], Awaitable[Any]]]] = {}
+        self._sent = asyncio.Event()  #: set while no room send is waiting
+        self._sent.set()
         self._media_queues: dict[str, asyncio.Queue] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._sender = self._spawn(self._run_sender())
         self.last_call: CallSummary | None = None
         #: The last time the door was opened, for ``intercom status``: when (wall clock), by whom, for which ring.
         self.last_opening: dict[str, Any] | None = None
@@ -183,17 +189,18 @@ class Orchestrator:
     def _carry_out(self, action: Action) -> None:
         match action:
             case SendCallEvent():
-                self._queue_send(lambda: self._send_call_event(action), action.event_type)
+                self._queue_send(action.room_id, lambda: self._send_call_event(action), action.event_type)
             case SendNotice(room_id=room_id, no_picture=no_picture):
                 text = action.text.replace(notices.TIME, time.strftime("%H:%M"))
                 log.info("notice: %s", text)
                 pictures = self._snapshots
                 if action.reply_to_ring and pictures is not None:
                     # Queued behind the ring's picture; waits for it beside the queue, not in it.
-                    self._queue_send(lambda: self._start(pictures.reply_to_ring(room_id, text, no_picture)), "notice")
+                    self._queue_send(room_id, lambda: self._start(pictures.reply_to_ring(room_id, text, no_picture)),
+                                     "notice")
                 else:
                     text += no_picture if action.reply_to_ring else ""
-                    self._queue_send(lambda: self._signalling.send_notice(room_id, text), "notice")
+                    self._queue_send(room_id, lambda: self._signalling.send_notice(room_id, text), "notice")
             case SetLeds(state=state):
                 log.info("LEDs: %s", state.value)
                 self._panel.show(state)
@@ -207,7 +214,9 @@ class Orchestrator:
             case PostSnapshot(room_id=room_id, reason=reason):
                 pictures = self._snapshots
                 if pictures is not None:
-                    self._queue_send(lambda: self._start(pictures.post(room_id, reason)), "picture")
+                    self._queue_send(room_id, lambda: self._start(pictures.post(
+                        room_id, reason, label=action.label, mention=action.mention, ring_id=action.ring_id)),
+                        "picture")
             case CallEnded(summary=summary):
                 self.last_call = summary
                 log.info("%s", describe_call(summary))
@@ -221,13 +230,22 @@ class Orchestrator:
                     PrepareNegotiationAnswer() | CloseMedia():
                 self._queue_media(action)
 
-    def _queue_send(self, send: Callable[[], Awaitable[Any]], what: str) -> None:
-        """Queue a room send; a full queue (the homeserver far behind) drops it, loudly, rather than grow without
-        bound (the core already limits what a peer can make it send)."""
+    def _queue_send(self, room_id: str, send: Callable[[], Awaitable[Any]], what: str) -> None:
+        """Queue a send to a room; a full queue (the homeserver far behind) drops it, loudly, rather than grow
+        without bound (the core already limits what a peer can make it send)."""
+        queue = self._sends.get(room_id)
+        if queue is None:
+            if len(self._sends) >= SEND_ROOMS:
+                log.error("sends to %d rooms are waiting for the homeserver: dropped a %s to %s", len(self._sends),
+                          what, room_id)
+                return
+            queue = self._sends[room_id] = asyncio.Queue(maxsize=SEND_QUEUE)
+            self._sent.clear()
+            self._spawn(self._run_sender(room_id, queue))
         try:
-            self._sends.put_nowait(send)
+            queue.put_nowait(send)
         except asyncio.QueueFull:
-            log.error("%d room sends are waiting for the homeserver: dropped a %s", self._sends.qsize(), what)
+            log.error("%d sends to %s are waiting for the homeserver: dropped a %s", queue.qsize(), room_id, what)
 
     async def _send_call_event(self, action: SendCallEvent) -> None:
         await self._signalling.send(action)
@@ -238,22 +256,31 @@ class Orchestrator:
 
     # --- room sends, in order ------------------------------------------------------------------------------------
 
-    async def _run_sender(self) -> None:
-        while True:
-            send = await self._sends.get()
-            try:
-                await send()
-            except Exception:  # the Matrix adapter retries itself; a failure here is logged, not fatal
-                log.exception("sending a room event failed")
-            finally:
-                self._sends.task_done()
+    async def _run_sender(self, room_id: str, queue: asyncio.Queue) -> None:
+        """Send one room's events in order; ends (and forgets the queue) once it is empty."""
+        try:
+            while True:
+                try:
+                    send = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                try:
+                    await send()
+                except Exception:  # the Matrix adapter retries itself; a failure here is logged, not fatal
+                    log.exception("sending a room event to %s failed", room_id)
+        finally:
+            if self._sends.get(room_id) is queue:
+                del self._sends[room_id]
+            if not self._sends:
+                self._sent.set()
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until queued room events are sent (used at shutdown, after the last hangup)."""
         try:
-            await asyncio.wait_for(self._sends.join(), timeout)
+            await asyncio.wait_for(self._sent.wait(), timeout)
         except asyncio.TimeoutError:
-            log.warning("gave up waiting for %d room events to be sent", self._sends.qsize())
+            log.warning("gave up waiting for %d room events to be sent",
+                        sum(q.qsize() for q in self._sends.values()))
 
     # --- media, in order per call --------------------------------------------------------------------------------
 
@@ -331,7 +358,7 @@ class Orchestrator:
             self._timer.cancel()
         for call_id in list(self._media_queues):
             self._media_queues[call_id].put_nowait(CloseMedia(call_id=call_id))
-        pending = [t for t in self._tasks if t is not self._sender]
+        pending = list(self._tasks)
         if pending:
             await asyncio.wait(pending, timeout=5)
         for task in list(self._tasks):

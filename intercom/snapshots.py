@@ -32,6 +32,7 @@ REQUEST_TEXT = "The door now"
 NOTICE_WAITS_FOR_PICTURE = 10.0
 
 
+
 class StillSource(Protocol):
     async def snapshot(self) -> Any: ...  # intercom.media.still.Still
 
@@ -149,34 +150,54 @@ class Snapshots:
                  ring_pictures: bool = True) -> None:
         self._media, self._matrix, self._store, self._owner = media, matrix, store, owner
         self.ring_pictures = ring_pictures
-        self._last_ring: asyncio.Future[str | None] | None = None
+        #: Each room's last ring picture (its event ID once posted), for the notices that reply to it.
+        self._last_ring: dict[str, asyncio.Future[str | None]] = {}
+        #: The still of the last ring, by the ring's ID: a ring group posts the same picture to every resident's
+        #: room, taken once and kept once.
+        self._ring_still: tuple[str, asyncio.Future[Any]] | None = None
         self._failures: set[str] = set()  # kinds of failure to keep a picture logged since the last success
         self._failures_lock = threading.Lock()
 
-    async def post(self, room_id: str, reason: str) -> str | None:
-        """Take a picture and post it (``reason``: ``ring`` or ``request``). Returns the event ID, once the picture
-        is also kept on the device (or failed to be); never raises."""
+    async def post(self, room_id: str, reason: str, *, label: str = "", mention: str = "",
+                   ring_id: str = "") -> str | None:
+        """Take a picture and post it (``reason``: ``ring`` or ``request``); ``label`` names the bell button,
+        ``mention`` the resident it is for (default: the owner); posts with the same ``ring_id`` share one picture.
+        Returns the event ID, once the picture is also kept on the device (or failed to be); never raises."""
         if reason == "ring" and not self.ring_pictures:
             return None
         saving: list[asyncio.Future[None]] = []
-        task = asyncio.ensure_future(self._post(room_id, reason, saving))
+        task = asyncio.ensure_future(self._post(room_id, reason, saving, label, mention or self._owner,
+                                                        ring_id))
         if reason == "ring":
-            self._last_ring = task
+            self._last_ring[room_id] = task
+            while len(self._last_ring) > 64:
+                del self._last_ring[next(iter(self._last_ring))]
         event_id = await task
         for saved in saving:
             await saved  # never raises: _keep logs
         return event_id
 
-    async def _post(self, room_id: str, reason: str, saving: list[asyncio.Future[None]]) -> str | None:
+    async def _post(self, room_id: str, reason: str, saving: list[asyncio.Future[None]], label: str,
+                    mention: str, ring_id: str) -> str | None:
+        first = True
+        if ring_id and self._ring_still is not None and self._ring_still[0] == ring_id:
+            first = False  # the same ring, for another resident: the same picture
+            taking = self._ring_still[1]
+        else:
+            taking = asyncio.ensure_future(self._media.snapshot())
+            if ring_id:
+                self._ring_still = (ring_id, taking)
         try:
-            still = await self._media.snapshot()
+            still = await asyncio.shield(taking)
         except Exception as exc:
             log.warning("no picture for the %s: %s", reason, exc)
             return None
-        # Kept beside the post, from memory: a full or read-only SD card never costs the owner the picture.
-        saving.append(asyncio.ensure_future(asyncio.to_thread(self._keep, still.jpeg, still.taken_at, reason)))
+        if first:
+            # Kept beside the post, from memory: a full or read-only SD card never costs the owner the picture.
+            saving.append(asyncio.ensure_future(asyncio.to_thread(self._keep, still.jpeg, still.taken_at, reason)))
+        text = (f"{RING_TEXT} ({label})" if label else RING_TEXT) if reason == "ring" else REQUEST_TEXT
         try:
-            event_id = await self._send_image(room_id, still, RING_TEXT if reason == "ring" else REQUEST_TEXT)
+            event_id = await self._send_image(room_id, still, text, mention)
         except Exception as exc:
             log.warning("could not post the picture (%s): %s", reason, exc)
             return None
@@ -211,7 +232,7 @@ class Snapshots:
         if first:
             log.warning(message, *args)
 
-    async def _send_image(self, room_id: str, still: Any, text: str) -> str | None:
+    async def _send_image(self, room_id: str, still: Any, text: str, mention: str) -> str | None:
         encrypt = self._matrix.room_is_encrypted(room_id)
         name = time.strftime("door-%Y%m%d-%H%M%S.jpg", time.localtime(still.taken_at))
         url, keys = await self._matrix.upload(still.jpeg, "image/jpeg", name, encrypt=encrypt)
@@ -223,16 +244,17 @@ class Snapshots:
                 "thumbnail_info": {"mimetype": "image/jpeg", "w": still.thumbnail_width,
                                    "h": still.thumbnail_height, "size": len(still.thumbnail)}}
         content = {"msgtype": "m.image", "body": text, "filename": name, "info": info,
-                   **_file_or_url(url, keys, "image/jpeg"), "m.mentions": {"user_ids": [self._owner]}}
+                   **_file_or_url(url, keys, "image/jpeg"), "m.mentions": {"user_ids": [mention]}}
         return await self._matrix.send_event(room_id, "m.room.message", content)
 
     async def reply_to_ring(self, room_id: str, text: str, no_picture: str) -> None:
         """Send a notice as a reply to the last ring's picture (waiting a little for it to be posted); without
         one, send ``text`` with ``no_picture`` added."""
         picture = None
-        if self._last_ring is not None:
+        last = self._last_ring.get(room_id)
+        if last is not None:
             try:
-                picture = await asyncio.wait_for(asyncio.shield(self._last_ring), NOTICE_WAITS_FOR_PICTURE)
+                picture = await asyncio.wait_for(asyncio.shield(last), NOTICE_WAITS_FOR_PICTURE)
             except (asyncio.TimeoutError, Exception):
                 picture = None
         await self._matrix.send_notice(room_id, text if picture is not None else text + no_picture, reply_to=picture)

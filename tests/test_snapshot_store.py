@@ -230,3 +230,21 @@ def test_pictures_are_kept_when_the_disk_works(tmp_path):
     post_pictures(pictures, 3)
     assert [p.read_bytes() for p in store.pictures()] == [jpeg(2), jpeg(3)]
     assert isinstance(store.pictures()[0], Path)
+
+
+def test_a_ring_group_posts_one_still_to_every_room_kept_once(tmp_path):
+    camera, matrix = FakeCamera(), FakeMessenger()
+    store = SnapshotStore(tmp_path / "snapshots", keep=10)
+    pictures = Snapshots(camera, matrix, store, owner="@alice:example.org")
+
+    async def main():
+        return await asyncio.gather(
+            pictures.post("!alice:example.org", "ring", label="Flat 2", mention="@alice:example.org", ring_id="z1"),
+            pictures.post("!bob:example.org", "ring", label="Flat 2", mention="@bob:example.org", ring_id="z1"))
+
+    assert asyncio.run(main()) == ["$event1", "$event2"]
+    assert camera.taken == 1 and len(store.pictures()) == 1  # one still, kept once
+    assert [e["m.mentions"]["user_ids"] for e in matrix.events] == [["@alice:example.org"], ["@bob:example.org"]]
+    assert all(e["body"] == "Someone is at the door (Flat 2)" for e in matrix.events)
+    post_pictures(pictures, 1)  # another ring (no ring ID): a new still
+    assert camera.taken == 2

@@ -115,6 +115,7 @@ class PostSnapshot:
     reason: str  #: ``ring`` (a visitor pressed) or ``request`` (the owner asked)
     label: str = ""  #: which bell button was pressed ("" for the one button of a house)
     mention: str = ""  #: the resident the picture is for (mentioned, so their phone notifies)
+    ring_id: str = ""  #: pictures of one ring (a ring group's rooms) share one still; "" takes a new one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

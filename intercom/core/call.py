@@ -154,6 +154,8 @@ class Call:
     turn: bool = False
     #: Which bell button started an outgoing call ("" for the one button of a house), for pictures and notices.
     label: str = ""
+    #: The press that started an outgoing call: every picture of that ring is the same still.
+    ring_id: str = ""
     #: How the call ended, once it has: the summary and the LED it leaves on the panel.
     summary: CallSummary | None = None
     result_led: LedState | None = None
@@ -222,7 +224,8 @@ def send_invite(call: Call, d: Details, now: float, out: list[Action]) -> None:
 def post_ring_picture(call: Call, d: Details, now: float, out: list[Action]) -> None:
     """The visitor rang: the picture goes to the room after the invite (or instead of it, if the call never got
     that far), so that taking and uploading it never slows the call."""
-    out.append(PostSnapshot(room_id=call.room_id, reason="ring", label=call.label, mention=call.peer))
+    out.append(PostSnapshot(room_id=call.room_id, reason="ring", label=call.label, mention=call.peer,
+                            ring_id=call.ring_id or call.call_id))
 
 
 def end_candidates_if_complete(call: Call, d: Details, now: float, out: list[Action]) -> None:

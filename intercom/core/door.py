@@ -450,8 +450,9 @@ class DoorCore:
             told = [p for p in usable if p.user_id not in in_call]
             out.append(PressFeedback(accepted=True, reason=f"a call is already {self.state.value}; told "
                                                            f"{len(told)} resident(s) of the ring"))
+            ring_id = f"busy-{now:.6f}"
             for person in told:
-                self._ring_picture(person, button.name, out)
+                self._ring_picture(person, button.name, ring_id, out)
                 out.append(notices.busy_ring(person.room_id, button.name))
             return
         if not self._online:
@@ -466,18 +467,22 @@ class DoorCore:
             problem = "; ".join(unreachable.values()) or "the button rings nobody"
             out.append(PressFeedback(accepted=False, reason=problem))
             return out.append(Ignored(reason=f"press not turned into a call: {problem}"))
+        calls = [self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now, p, label=button.name)
+                 for p in rung]
+        # Every picture of this ring is the same still: named after its first call (or a token of its own).
+        ring_id = calls[0].call_id if calls else glare.new_call_id(self._new_token())
         for person in quiet:
-            self._ring_picture(person, button.name, out)
+            self._ring_picture(person, button.name, ring_id, out)
             out.append(notices.quiet(person.room_id, button.name))
         openers = frozenset(p.user_id for p in usable if p.resident.open_door)
-        if not rung:
+        if not calls:
             out.append(PressFeedback(accepted=True, reason="quiet hours: pictures posted, nobody called"))
             self._opener = _OpenWindow("", set(), openers, ended_at=now)
             self._result = (LedState.MISSED, now + self.settings.timings.ended_display)
             return
         out.append(PressFeedback(accepted=True))
-        calls = [self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now, p, label=button.name)
-                 for p in rung]
+        for call in calls:
+            call.ring_id = ring_id
         ring.calls = {c.call_id: c.peer for c in calls}
         ring.ringing = set(ring.calls)
         self._opener = _OpenWindow(calls[0].call_id, set(ring.calls), openers)
@@ -485,9 +490,10 @@ class DoorCore:
             if call.call_id in self._calls:  # (an earlier one cannot end the others before they start: defensive)
                 self._step(call, CallInput.PLACE, now, out)
 
-    def _ring_picture(self, person: _Person, label: str, out: list[Action]) -> None:
+    def _ring_picture(self, person: _Person, label: str, ring_id: str, out: list[Action]) -> None:
         assert person.room_id is not None
-        out.append(PostSnapshot(room_id=person.room_id, reason="ring", label=label, mention=person.user_id))
+        out.append(PostSnapshot(room_id=person.room_id, reason="ring", label=label, mention=person.user_id,
+                                ring_id=ring_id))
 
     def _on_local_hangup(self, reason: str, now: float, out: list[Action]) -> None:
         if not self._calls:

@@ -104,21 +104,22 @@ def test_our_own_messages_are_never_commands():
 
 def test_snapshot_on_request_and_on_every_ring_right_after_its_invite():
     core = make_core()
-    assert of(core.handle(text("!snapshot"), 5.0), PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="request", mention=OWNER)]
+    assert of(core.handle(text("!snapshot"), 5.0), PostSnapshot) == [
+        PostSnapshot(room_id=ROOM, reason="request", mention=OWNER)]
     actions = core.handle(ButtonPressed(), 6.0)
     assert of(actions, PostSnapshot) == []  # nothing may slow the call down before its invite is out
     call_id = of(actions, PrepareOffer)[0].call_id
     actions = core.handle(LocalOfferReady(call_id=call_id, sdp=OFFER_SDP, stream_id="s"), 6.1)
     kinds = [type(a).__name__ if not isinstance(a, SendCallEvent) else a.event_type for a in actions]
     assert kinds.index("PostSnapshot") == kinds.index("m.call.invite") + 1, kinds
-    assert of(actions, PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="ring", mention=OWNER)]
+    assert of(actions, PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="ring", mention=OWNER, ring_id=call_id)]
 
 
 def test_a_ring_whose_call_never_got_to_its_invite_still_posts_the_picture():
     core = make_core()
     call_id = of(core.handle(ButtonPressed(), 6.0), PrepareOffer)[0].call_id
     actions = core.handle(MediaFailed(call_id=call_id, detail="no microphone"), 6.5)
-    assert of(actions, PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="ring", mention=OWNER)]
+    assert of(actions, PostSnapshot) == [PostSnapshot(room_id=ROOM, reason="ring", mention=OWNER, ring_id=call_id)]
 
 
 def test_ordinary_chat_is_not_reported():
