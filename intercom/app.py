@@ -17,6 +17,7 @@ import signal
 import string
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from intercom.core import (
@@ -60,9 +61,11 @@ def _from_config(settings: type, section: object) -> Any:
 
 
 def core_settings(config: Config, party_id: str) -> CoreSettings:
+    residents, buttons = config.household()
     return CoreSettings(
-        user_id=config.matrix.user_id, owner=config.matrix.owner, room_id=config.matrix.room_id, party_id=party_id,
-        require_encryption=config.matrix.require_encryption, timings=_from_config(CallTimings, config.calls), commands=_from_config(CommandSettings, config.panel))
+        user_id=config.matrix.user_id, party_id=party_id, residents=residents, buttons=buttons,
+        require_encryption=config.matrix.require_encryption, timings=_from_config(CallTimings, config.calls),
+        commands=_from_config(CommandSettings, config.panel))
 
 
 def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = None) -> MediaSettings:
@@ -81,11 +84,13 @@ def media_settings(config: Config, *, simulate: bool, sim_dir: Path | None = Non
         playback_device=f'intercom_file_speaker:OUT="{sim_dir / "speaker.raw"}"')
 
 
-def panel_pins(p: PanelConfig) -> PanelPins:
-    """The front panel's wiring from the ``[panel]`` section (which holds its defaults and checks it)."""
-    return PanelPins(button=p.button_pin, button_pull_up=p.button_pull_up, debounce_ms=p.debounce_ms,
-                     call_led=p.call_led_pin, status_led=p.status_led_pin, relay=p.relay_pin,
-                     relay_active_high=p.relay_active_high)
+def panel_pins(p: PanelConfig, buttons: Sequence[int] = ()) -> PanelPins:
+    """The front panel's wiring from the ``[panel]`` section (which holds its defaults and checks it) and the bell
+    buttons' GPIOs in the order of the config's buttons (``Config.button_pins()``; default: ``panel.button_pin``)."""
+    first, *more = buttons or (p.button_pin,)
+    return PanelPins(button=first, extra_buttons=tuple(more), button_pull_up=p.button_pull_up,
+                     debounce_ms=p.debounce_ms, call_led=p.call_led_pin, status_led=p.status_led_pin,
+                     relay=p.relay_pin, relay_active_high=p.relay_active_high)
 
 
 def prepare_simulated_audio(sim_dir: Path, seconds: float = 120.0) -> None:
@@ -138,7 +143,7 @@ class Service:
         orchestrator = self.orchestrator = Orchestrator(self.core)
         self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
         # gpiozero's thread calls on_press; the panel has already lit the LED.
-        self.panel = FrontPanel(panel_pins(config.panel), orchestrator.button_pressed_threadsafe,
+        self.panel = FrontPanel(panel_pins(config.panel, config.button_pins()), orchestrator.button_pressed_threadsafe,
                                 pin_factory=self.pin_factory)
         self.media = MediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
                                  on_state=orchestrator.media_state, on_candidates=orchestrator.local_candidates)
@@ -165,13 +170,14 @@ class Service:
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept,
                                                  config.camera.snapshots_max_mb * 1_000_000),
-                                   owner=config.matrix.owner, ring_pictures=config.camera.ring_picture)
+                                   owner=self.core.settings.owner, ring_pictures=config.camera.ring_picture)
         orchestrator.attach(signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
                             snapshots=self.snapshots)
         self.control = ControlServer(self.control_path, self._command)
         await self.control.start()
-        log.info("intercom starting: door %s, owner %s, room %s%s", config.matrix.user_id, config.matrix.owner,
-                 config.matrix.room_id, " (simulated hardware)" if self.simulate else "")
+        log.info("intercom starting: door %s, residents %s%s", config.matrix.user_id, ", ".join(
+            f"{r.user_id} ({r.room_id or 'room made by the door'})" for r in self.core.settings.residents),
+            " (simulated hardware)" if self.simulate else "")
         self.loop_watchdog = LoopWatchdog(limit_for(self.notifier.watchdog_interval))
         self.loop_watchdog.start()
         tasks = [asyncio.ensure_future(self._start_and_sync()), asyncio.ensure_future(self._watchdog()),
@@ -258,45 +264,57 @@ class Service:
                 "outcome": last.outcome.value, "reason": last.reason, "duration": round(last.duration, 1)},
             "last_opening": self.orchestrator.last_opening,
             "trust": core.trust_status(),
+            "household": core.household_status(),
+            "ring": core.ring_status(),
             "process": process_figures(),
         }
 
     async def _command(self, command: str) -> dict[str, Any]:
         if command == "status":
             return self.status()
-        if command == "press":
-            await self.press()
-            return {"ok": True, "pressed": True, "led": self.core.led.value}
         words = command.split()
+        if words and words[0] == "press":
+            buttons = len(self.core.settings.buttons)
+            if len(words) > 2 or (len(words) == 2 and not (words[1].isdigit() and 1 <= int(words[1]) <= buttons)):
+                return {"ok": False, "error": f"press takes a button number from 1 to {buttons}"}
+            await self.press(int(words[1]) - 1 if len(words) == 2 else 0)
+            return {"ok": True, "pressed": True, "led": self.core.led.value, "ring": self.core.ring_status()}
         if words and words[0] == "trust":
             return self._trust(words[1:])
         return {"ok": False, "error": f"unknown command {command[:40]!r}; use press, status or trust"}
 
     def _trust(self, args: list[str]) -> dict[str, Any]:
-        """``intercom trust``: without arguments, what the door trusts; ``DEVICE`` or ``--identity`` confirms."""
+        """``intercom trust [--resident USER]``: without more, what the door trusts of that resident (default: the
+        first); ``DEVICE`` or ``--identity`` confirms (the resident found by the device when not named)."""
+        user_id = ""
+        if len(args) >= 2 and args[0] == "--resident":
+            user_id, args = args[1], args[2:]
+            if self.core.settings.resident(user_id) is None:
+                return {"ok": False, "error": f"{user_id[:255]} is not a resident"}
         if not args:
-            return {"ok": True, "trust": self.core.trust_status()}
+            return {"ok": True, "trust": self.core.trust_status(user_id or None)}
         if len(args) != 1:
             return {"ok": False, "error": "give one device ID, or --identity"}
-        event = (TrustRequested(identity=True) if args[0] == "--identity"
-                 else TrustRequested(device_id=args[0]))
+        event = (TrustRequested(identity=True, user_id=user_id) if args[0] == "--identity"
+                 else TrustRequested(device_id=args[0], user_id=user_id))
         actions = self.orchestrator.feed(event)
-        if any(isinstance(a, TrustUpdated) for a in actions):
-            return {"ok": True, "trust": self.core.trust_status()}
+        updated = next((a for a in actions if isinstance(a, TrustUpdated)), None)
+        if updated is not None:
+            return {"ok": True, "trust": self.core.trust_status(updated.user_id or None)}
         why = next((a.reason for a in actions if isinstance(a, Ignored)), "nothing changed")
-        return {"ok": False, "error": why, "trust": self.core.trust_status()}
+        return {"ok": False, "error": why, "trust": self.core.trust_status(user_id or None)}
 
-    async def press(self) -> None:
-        """Exactly what the physical button does: on simulated hardware, the button's pin is driven."""
+    async def press(self, button: int = 0) -> None:
+        """Exactly what the physical button (0: the first) does: on simulated hardware, its pin is driven."""
         if self.simulate:
-            pin = self.pin_factory.pin(self.config.panel.button_pin)
+            pin = self.pin_factory.pin(panel_pins(self.config.panel, self.config.button_pins()).buttons[button])
             pressed, released = (pin.drive_low, pin.drive_high) if self.config.panel.button_pull_up else (
                 pin.drive_high, pin.drive_low)
             pressed()
             await asyncio.sleep(0.15)
             released()
         else:
-            self.panel.press()
+            self.panel.press(button)
         await asyncio.sleep(0)  # let the threadsafe feed run before the reply
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:

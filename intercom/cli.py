@@ -23,16 +23,22 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--socket", default=default_socket_path(), help="control socket path")
     run.add_argument("-v", "--verbose", action="store_true", help="also log ignored events and details")
 
-    for name, text in (("press", "press the doorbell button of the running service, exactly as the button does"),
-                       ("status", "show the running service's call state, LEDs, homeserver connection, last call")):
+    for name, text in (("press", "press a bell button of the running service, exactly as the button does"),
+                       ("status", "show the running service's call state, LEDs, homeserver connection, residents, "
+                                  "last ring and last call")):
         cmd = sub.add_parser(name, help=text)
+        if name == "press":
+            cmd.add_argument("button", nargs="?", type=int, default=1,
+                             help="which button, counted from 1 as in the config's [[buttons]] (default 1)")
         cmd.add_argument("--socket", default=default_socket_path(), help="control socket path")
         cmd.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
-    trust = sub.add_parser("trust", help="show which of the owner's sessions the door trusts, or confirm one")
-    trust.add_argument("device", nargs="?", help="the device ID of the owner's session to trust")
+    trust = sub.add_parser("trust", help="show which of a resident's sessions the door trusts, or confirm one")
+    trust.add_argument("device", nargs="?", help="the device ID of the resident's session to trust")
     trust.add_argument("--identity", action="store_true",
-                       help="accept the owner's changed identity (after the owner reset their keys)")
+                       help="accept the resident's changed identity (after they reset their keys)")
+    trust.add_argument("--resident", help="whose sessions (a user ID; default: the first resident, or for a device "
+                                          "the resident who has it)")
     trust.add_argument("--socket", default=default_socket_path(), help="control socket path")
     trust.add_argument("--json", action="store_true", help="print the raw JSON reply")
 
@@ -89,6 +95,10 @@ def _control(args: argparse.Namespace) -> int:
             print("intercom trust: give a device ID or --identity, not both", file=sys.stderr)
             return 2
         command = "trust --identity" if args.identity else (f"trust {args.device}" if args.device else "trust")
+        if args.resident:
+            command = command.replace("trust", f"trust --resident {args.resident}", 1)
+    elif command == "press":
+        command = f"press {args.button}"
     reply = send_command(command, args.socket)
     if args.json or not reply.get("ok"):
         print(json.dumps(reply, indent=2))
@@ -97,6 +107,7 @@ def _control(args: argparse.Namespace) -> int:
         _print_trust(reply["trust"])
     elif args.command == "press":
         print(f"pressed; LEDs now show {reply.get('led')}")
+        _print_ring(reply.get("ring"))
     else:
         print(f"call:       {reply['call_state']}" + (f" ({reply['direction']}, {reply['call_id']})"
                                                       if reply.get("call_id") else ""))
@@ -110,6 +121,14 @@ def _control(args: argparse.Namespace) -> int:
             print(f"network:    {reply['network_warning']}")
         if reply.get("trust"):
             _print_trust(reply["trust"])
+        household = reply.get("household") or []
+        if len(household) > 1:
+            for r in household:
+                rights = [w for w, on in (("answered", r["answer_calls"]), ("may open", r["open_door"])) if on]
+                quiet = f", quiet {r['quiet_hours']}" if r.get("quiet_hours") else ""
+                state = f"in a call ({r['call']})" if r.get("call") else (r.get("room_problem") or "ready")
+                print(f"resident:   {r['user_id']}: {state} [{', '.join(rights) or 'rung only'}{quiet}]")
+        _print_ring(reply.get("ring"))
         last = reply.get("last_call")
         print(f"last call:  {last['summary'] if last else 'none since start'}")
         opened = reply.get("last_opening")
@@ -117,6 +136,22 @@ def _control(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(opened["at"]))
             print(f"last opened: {when} by {opened['by']} (ring {opened['call_id']})")
     return 0
+
+
+def _print_ring(ring: dict | None) -> None:
+    """The last press: who was rung, who is still ringing, who answered or declined."""
+    if not ring:
+        return
+    button = f" ({ring['label']})" if ring.get("label") else ""
+    parts = [f"rang {', '.join(ring['rung']) or 'nobody'}"]
+    for key, words in (("ringing", "still ringing"), ("declined", "declined by"), ("quiet", "quiet hours for")):
+        if ring.get(key):
+            parts.append(f"{words} {', '.join(ring[key])}")
+    if ring.get("answered_by"):
+        parts.append(f"answered by {ring['answered_by']}")
+    for user, why in (ring.get("not_rung") or {}).items():
+        parts.append(f"not {user}: {why}")
+    print(f"last ring{button}: " + "; ".join(parts))
 
 
 def _print_trust(trust: dict) -> None:
