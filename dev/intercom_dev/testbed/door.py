@@ -6,26 +6,35 @@ account on a local homeserver, starts the service, talks to it over its control 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from intercom.service.control import ControlError, send_command
 
 
-def write_config(directory: Path, *, homeserver: str, user_id: str, password: str, room_id: str, owner: str,
-                 extra: str = "", loopback: bool = True) -> Path:
+def write_config(directory: Path, *, homeserver: str, user_id: str, password: str, room_id: str = "",
+                 owner: str = "", residents: Sequence[Mapping[str, object]] = (), extra: str = "",
+                 loopback: bool = True) -> Path:
     """A config for a simulated door; ``extra`` is appended TOML (e.g. ``[calls]`` overrides).
+
+    The door serves ``owner`` in ``room_id``, or a household: ``residents``, each a mapping of ``[[residents]]``
+    settings (``user_id``, and ``room_id``, ``quiet_hours``... as wanted).
 
     ``loopback`` keeps the door's ICE host candidates on 127.0.0.1 (``[network] ice_addresses``), for a homeserver
     and a phone on this machine; ``--simulate`` itself never restricts the network. Pass False (and write your own
     ``[network]`` in ``extra`` if needed) for a door on a test host in a network namespace.
     """
+    who = f'room_id = "{room_id}"\nowner = "{owner}"\n' if not residents else ""
+    household = "".join("\n[[residents]]\n" + "".join(f"{key} = {json.dumps(value)}\n"
+                                                      for key, value in resident.items())
+                        for resident in residents)
     network = '\n[network]\nice_addresses = ["127.0.0.1"]\n' if loopback else ""
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "password"
@@ -38,9 +47,7 @@ def write_config(directory: Path, *, homeserver: str, user_id: str, password: st
 homeserver = "{homeserver}"
 user_id = "{user_id}"
 password_file = "{secret}"
-room_id = "{room_id}"
-owner = "{owner}"
-state_dir = "{directory / 'state'}"
+{who}state_dir = "{directory / 'state'}"
 device_name = "simulated door"
 
 [panel]
@@ -50,7 +57,7 @@ pin_factory = "mock"
 source = "synthetic"
 width = 640
 height = 480
-{network}{extra}
+{network}{household}{extra}
 """)
     return config
 
