@@ -7,13 +7,39 @@ the same device with the same E2EE keys) and does the first sync. :meth:`MatrixA
 sync response is handled in one pass, in this order:
 
 1. nio applies it (room state, decryption of Megolm events, to-device messages);
-2. the door joins its configured room if it was invited (and no other room);
+2. invites: the door joins the configured room of any resident, and the room a resident without a configured room
+   invites it to when that room holds just the two of them; it declines every other invite (beside the loop);
 3. key upload/query/claim and queued to-device messages, so that an answer sent next already reaches every device
-   of the owner that the sync announced;
-4. room facts (:class:`~intercom.core.RoomMembersChanged`, the state at the end of the batch) for every room that
+   of a resident that the sync announced;
+4. the residents' rooms (see below), then :class:`~intercom.core.ResidentRoomChanged` for each resident whose room
+   (or what the door waits for) changed, and the residents' keys when they may have changed
+   (:class:`~intercom.core.OwnerKeysObserved`, one per resident);
+5. room facts (:class:`~intercom.core.RoomMembersChanged`, the state at the end of the batch) for every room that
    changed, then :class:`~intercom.core.HomeserverConnectionChanged` if we were offline;
-5. the batch's ``m.call.*`` events (:class:`~intercom.core.CallEventReceived`), in timeline order, with their
+6. the batch's ``m.call.*`` events (:class:`~intercom.core.CallEventReceived`), in timeline order, with their
    ``unsigned.age``; invites already settled later in the batch and our own echoes are left out.
+
+The residents' rooms
+--------------------
+Legacy calls are 1:1 in a room of two, so the door is in one room with each resident. A resident's room is the one
+the config names, else the one remembered in ``rooms.json`` (:mod:`~intercom.matrix.rooms`): a room of just the two
+of them the resident invited the door to, or one the door made. The first sync tells the core each resident's room
+(None while the door makes one). After each sync the door:
+
+- finds a lost room again: a room of just the door and a resident without one (``rooms.json`` was damaged, or a
+  restart came between making a room and remembering it), so no second room is made;
+- leaves a room that is no resident's where it is alone, or where the only other member is a resident (who has
+  another room with the door) invited to it: what a room creation the homeserver carried out but failed to
+  answer leaves behind;
+- invites a resident again, at most once an hour, to the room the door made once they left it;
+- makes a room for each resident who has none, beside the sync loop (``room_create``, retried with backoff while
+  the homeserver fails or refuses; :data:`~intercom.matrix.retry.MAKE_ROOM`), and waits for them to join
+  (``ResidentRoomChanged(waiting="waiting for ... to join the room the door made")``, then ``waiting=""``).
+
+A resident without a configured room who invites the door into a room of two while they are not in the room the
+door knows for them (none yet, or the door's, not joined) gets that room: the door joins, checks the room's state
+(only the two of them joined or invited, not public, not a space), remembers it and leaves its own room (taking
+back its invite). Anything else is declined (left and forgotten).
 
 Start-up does not ring for stale invites: the first sync after a start (``full_state`` from the saved sync token,
 so nio learns the complete member lists again) passes call events on with their real ages, and the core's
@@ -40,6 +66,7 @@ import io
 import itertools
 import logging
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -57,6 +84,8 @@ from nio import (
     LoginResponse,
     MegolmEvent,
     OlmUnverifiedDeviceError,
+    RoomCreateResponse,
+    RoomInviteResponse,
     RoomSendResponse,
     SyncResponse,
     UploadResponse,
@@ -68,6 +97,7 @@ from intercom.core import (
     FaultChanged,
     HomeserverConnectionChanged,
     OwnerKeysObserved,
+    ResidentRoomChanged,
     RoomMembersChanged,
     SendCallEvent,
     TextMessageReceived,
@@ -77,12 +107,12 @@ from intercom.core.door import UNENCRYPTED_WARNING
 from intercom.core.events import Event
 from intercom.durable import rename_durably
 
-from . import routing, session
+from . import retry, rooms, routing, session
 from .errors import MatrixError
-from . import retry
-from .retry import TRANSIENT_EXCEPTIONS, Failure
-from .settings import MatrixSettings
-from .trust import OwnerTrust
+from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
+from .rooms import KnownRoom
+from .settings import MatrixSettings, ResidentRoom
+from .trust import HouseholdTrust
 from .turn import TurnServer, TurnSource
 
 log = logging.getLogger(__name__)
@@ -108,10 +138,18 @@ UNDECRYPTED_KEEP = 50
 UNDECRYPTED_MAX_AGE = 120.0
 #: Invites to other rooms being declined at once (a flood beyond this waits for a later sync).
 MAX_DECLINING = 64
+#: The door invites a resident again to the room it made, after they left it, at most this often (s).
+REINVITE_INTERVAL = 3600.0
+#: How long after making a room its resident counts as invited while no sync has shown the invite yet (s).
+JUST_MADE = 60.0
 
 
 #: systemd-timesyncd (and chrony's helper) create this once the clock has been synchronised since boot.
 CLOCK_SYNCHRONISED = Path("/run/systemd/timesync/synchronized")
+
+
+def _quote(room_id: str) -> str:
+    return urllib.parse.quote(room_id, safe="")
 
 
 def synced_now_ms() -> int | None:
@@ -157,18 +195,35 @@ class MatrixAdapter:
         self._offline_since: float | None = None
         self._facts: dict[str, RoomMembersChanged] = {}
         self._left: set[str] = set()
+        #: Rooms being declined or left (beside the sync loop).
         self._refused_invites: set[str] = set()
-        self._join_failed = False
+        self._join_failed: set[str] = set()
+        #: The household (empty: the adapter alone), and each resident's room that the config does not name.
+        self._residents: tuple[ResidentRoom, ...] = settings.household
+        self._known: dict[str, KnownRoom] = {}
+        #: Invites from residents being accepted (room → resident), tried again after each sync until they work.
+        self._accepting: dict[str, str] = {}
+        #: The last ResidentRoomChanged of each resident: (room, waiting).
+        self._reported: dict[str, tuple[str | None, str]] = {}
+        #: Making rooms (beside the sync loop): the resident whose room is being made, failures and next tries.
+        self._maker: asyncio.Task[None] | None = None
+        self._making: str | None = None
+        self._make_failures: dict[str, int] = {}
+        self._make_next: dict[str, float] = {}  # monotonic
+        self._make_problem: dict[str, str] = {}
+        self._room_version: tuple[str | None] | None = None  # the homeserver's default, once asked
+        self._reinvited: dict[str, float] = {}  # resident → monotonic time of the door's last invite this run
+        self._made: dict[str, float] = {}  # rooms made in this run whose invite no sync has shown yet → monotonic
+        self._warned_unencrypted_rooms: set[str] = set()
         self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
         self._send_lock = asyncio.Lock()
         self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
-        self._trust = (OwnerTrust(self._state_dir, settings.owner, timeout=REQUEST_TIMEOUT)
-                       if settings.owner is not None else None)
+        self._trust = (HouseholdTrust(self._state_dir, settings.resident_ids, timeout=REQUEST_TIMEOUT)
+                       if self._residents else None)
         self._request: asyncio.Task[Any] | None = None
         self._joined_before: set[str] = set()  # rooms whose complete timeline we have seen since start
         self._closing = False
         self._closed = asyncio.Event()
-        self._warned_unencrypted = False
         #: Rooms the door was invited to and declines (leaves and forgets) beside the sync loop.
         self._declining: asyncio.Queue[str] = asyncio.Queue()
         self._decliner: asyncio.Task[None] | None = None
@@ -190,6 +245,16 @@ class MatrixAdapter:
     def online(self) -> bool:
         return bool(self._online)
 
+    def resident_rooms(self) -> dict[str, str | None]:
+        """Each resident's room as the door uses it now: the configured one, the one it remembers (made by the
+        door, or the resident's invite), or None while it has none."""
+        return {r.user_id: self._room_of(r) for r in self._residents}
+
+    def load_pins(self) -> dict[str, Any]:
+        """What the door pinned of each resident's keys (user ID → Pins, None at first use); {} for the adapter
+        alone. The same as :func:`~intercom.matrix.trust.load_household_pins` with the settings' residents."""
+        return self._trust.load() if self._trust is not None else {}
+
     # --- start-up ----------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -200,6 +265,8 @@ class MatrixAdapter:
         self._client = self._new_client()
         await self._retrying("log in", self._login)
         session.make_private(self._state_dir)
+        if self._residents:
+            self._known = rooms.load_rooms(self._state_dir)
         await self._retrying("sync", self._first_sync)
         session.make_private(self._state_dir)
 
@@ -348,10 +415,15 @@ class MatrixAdapter:
         return None
 
     async def _tell_owner(self) -> None:
-        """Send what the door had to tell the owner about itself (a new session after a damaged store)."""
+        """Send what the door had to tell the residents about itself (a new session after a damaged store), into
+        every resident's room the door is in (the configured room, for the adapter alone)."""
         text, self._pending_notice = self._pending_notice, None
-        if text is not None:
-            await self.send_notice(self.settings.room_id, text.format(device=f" ({self.device_id})"))
+        if text is None:
+            return
+        for room_id in sorted(self._household_rooms()):
+            facts = self._facts.get(room_id)
+            if facts is not None and self.settings.user_id in facts.joined:
+                await self.send_notice(room_id, text.format(device=f" ({self.device_id})"))
 
     def _new_client(self, device_id: str | None = None) -> _NioClient:
         crypto = session.crypto_dir(self._state_dir)  # nio needs the store directory before login
@@ -445,6 +517,8 @@ class MatrixAdapter:
         self._left.update(response.rooms.leave)
         self._left.difference_update(response.rooms.join)
         await self._maintain_keys()
+        await self._look_after_rooms()
+        self._report_residents()
         await self._refresh_trust(response)
         self._retry_undecrypted(response)
         self._update_facts()
@@ -491,33 +565,133 @@ class MatrixAdapter:
             self._emit(event)
 
     async def _handle_invites(self, response: SyncResponse) -> None:
-        """Join the configured room when invited (again after each sync until it works); never any other room."""
-        client, room_id = self._require_client(), self.settings.room_id
+        """Join the residents' configured (and remembered) rooms when invited, again after each sync until it
+        works; accept a resident's invite into a room of two when they have no room with the door; decline every
+        other invite."""
+        client = self._require_client()
+        ours = self._household_rooms()
         for other, info in response.rooms.invite.items():
-            if other != room_id and other not in self._refused_invites:
-                if len(self._refused_invites) >= MAX_DECLINING:
-                    continue  # a flood: the rest are declined once these are done
-                self._refused_invites.add(other)
-                inviter = next((e.sender for e in info.invite_state if isinstance(e, InviteMemberEvent)
-                                and e.state_key == self.settings.user_id), "someone")
-                log.info("Matrix: declining the invite to %s (from %s): the door only joins its configured room %s",
-                         other, str(inviter)[:255], room_id)
-                self._declining.put_nowait(other)
-        if self._decliner is None or self._decliner.done():
-            self._decliner = asyncio.ensure_future(self._decline_invites())
-        if room_id not in client.invited_rooms or room_id in response.rooms.join:
-            return
+            if other in ours or other in self._refused_invites or other in self._accepting:
+                continue
+            inviter = next((e.sender for e in info.invite_state if isinstance(e, InviteMemberEvent)
+                            and e.state_key == self.settings.user_id and e.membership == "invite"), None)
+            resident, why = self._invite_verdict(inviter, info.invite_state)
+            if resident is not None:
+                log.info("Matrix: %s invited the door to the room %s; joining it to see whether it is a room of "
+                         "just the two of them", resident, other)
+                self._accepting[other] = resident
+            elif len(self._refused_invites) < MAX_DECLINING:  # a flood: the rest are declined once these are done
+                log.info("Matrix: declining the invite to %s (from %s): %s", other, str(inviter or "someone")[:255],
+                         why)
+                self._leave(other)
+        self._start_decliner()
+        invited = set(client.invited_rooms) - set(response.rooms.join)
+        for room_id in sorted(set(ours) & invited):
+            try:
+                result: Any = await client.join(room_id)
+            except TRANSIENT_EXCEPTIONS as exc:
+                result = Failure.of(exc)
+            whose = self._describe_room(room_id, ours[room_id])
+            if isinstance(result, JoinResponse):
+                log.info("Matrix: joined %s %s", whose, room_id)
+                self._join_failed.discard(room_id)
+            else:
+                log.log(logging.DEBUG if room_id in self._join_failed else logging.WARNING,
+                        "Matrix: could not join %s %s (will retry): %s", whose, room_id, result)
+                self._join_failed.add(room_id)
+        for room_id, resident in sorted(self._accepting.items()):
+            if room_id not in invited:  # the invite was taken back (or the room joined some other way)
+                del self._accepting[room_id]
+            else:
+                await self._accept_resident_room(room_id, resident)
+
+    def _invite_verdict(self, inviter: str | None, invite_state: list[Any]) -> tuple[str | None, str]:
+        """(the resident whose room this invite may be, "") or (None, why it is declined)."""
+        if not self._residents:
+            return None, f"the door only joins its configured room {self.settings.room_id}"
+        resident = next((r for r in self._residents if r.user_id == inviter), None)
+        if resident is None or inviter is None:
+            return None, "the door only joins its residents' rooms"
+        if resident.room_id:
+            return None, f"the door joins {inviter} only in their configured room {resident.room_id}"
+        if not self._needs_new_room(resident):
+            return None, f"{inviter} already has a room with the door ({self._room_of(resident)})"
+        members = {e.state_key for e in invite_state if isinstance(e, InviteMemberEvent)
+                   and e.membership in ("join", "invite")}
+        others = members - {inviter, self.settings.user_id}
+        if others:
+            return None, (f"the invite shows {len(members)} members; the door joins a room of just itself and "
+                          f"{inviter}")
+        return inviter, ""
+
+    async def _accept_resident_room(self, room_id: str, user_id: str) -> None:
+        """Join the room ``user_id`` invited the door to, check that it holds just the two of them, and make it
+        their room (leaving the room the door made, which they never joined); otherwise leave it again."""
+        client = self._require_client()
         try:
             result: Any = await client.join(room_id)
         except TRANSIENT_EXCEPTIONS as exc:
             result = Failure.of(exc)
-        if isinstance(result, JoinResponse):
-            log.info("Matrix: joined the configured room %s", room_id)
-            self._join_failed = False
-        else:
-            log.log(logging.DEBUG if self._join_failed else logging.WARNING,
-                    "Matrix: could not join the configured room %s (will retry): %s", room_id, result)
-            self._join_failed = True
+        if not isinstance(result, JoinResponse):
+            log.log(logging.DEBUG if room_id in self._join_failed else logging.WARNING,
+                    "Matrix: could not join the room %s that %s invited the door to (will retry): %s", room_id,
+                    user_id, result)
+            self._join_failed.add(room_id)
+            return
+        self._join_failed.discard(room_id)
+        del self._accepting[room_id]
+        resident = next(r for r in self._residents if r.user_id == user_id)
+        problem = await self._room_of_two_problem(room_id, user_id)
+        if problem is None and not self._needs_new_room(resident):
+            problem = f"{user_id} has a room with the door meanwhile ({self._room_of(resident)})"
+        if problem is not None:
+            log.info("Matrix: leaving the room %s that %s invited the door to: %s", room_id, user_id, problem)
+            self._leave(room_id)
+            self._start_decliner()
+            return
+        old = self._known.get(user_id)
+        self._remember(user_id, KnownRoom(room_id, made_by_door=False))
+        self._left.discard(room_id)
+        log.info("Matrix: the room %s that %s invited the door to is their room with the door now", room_id, user_id)
+        if old is not None and old.room_id != room_id:
+            await self._abandon(old, user_id, f"{user_id} invited the door to their own room {room_id}")
+        self._report_residents()
+
+    async def _room_of_two_problem(self, room_id: str, user_id: str) -> str | None:
+        """Why the room (just joined) is not a room of just the door and ``user_id``, or None when it is (or its
+        state cannot be read now: the invite showed no one else, and the core checks the members it learns)."""
+        try:
+            status, body = await request_json(self._require_client(), "GET",
+                                              f"/_matrix/client/v3/rooms/{_quote(room_id)}/state",
+                                              timeout=REQUEST_TIMEOUT)
+        except TRANSIENT_EXCEPTIONS as exc:
+            status, body = None, str(exc)
+        if status != 200 or not isinstance(body, list):
+            log.warning("Matrix: could not read the state of the room %s (%s); going by its invite", room_id,
+                        status or body)
+            return None
+        members: dict[str, str] = {}
+        join_rule = room_type = None
+        for event in body:
+            if not isinstance(event, Mapping) or not isinstance(event.get("content"), Mapping):
+                continue
+            kind, key, content = event.get("type"), event.get("state_key"), event["content"]
+            if kind == "m.room.member" and isinstance(key, str) and content.get("membership") in ("join", "invite"):
+                members[key] = content["membership"]
+            elif kind == "m.room.join_rules" and key == "":
+                join_rule = content.get("join_rule")
+            elif kind == "m.room.create" and key == "":
+                room_type = content.get("type")
+        others = set(members) - {user_id, self.settings.user_id}
+        if others:
+            return f"it has {len(members)} members (joined or invited), not just the door and {user_id}"
+        if members.get(user_id) != "join":
+            return f"{user_id} is not in it"
+        if join_rule == "public":
+            return "it is public; calls need a private room"
+        if room_type is not None:
+            return "it is a space, not a room"
+        return None
 
     async def _decline_invites(self) -> None:
         """Leave and forget rooms the door was invited to but will not join, one at a time beside the sync loop
@@ -560,36 +734,362 @@ class MatrixAdapter:
 
     def _update_facts(self) -> None:
         client = self._require_client()
-        rooms = set(client.rooms) | {self.settings.room_id}
-        for room_id in sorted(rooms):
+        ours = self._household_rooms()
+        for room_id in sorted(set(client.rooms) | set(ours)):
             room = client.rooms.get(room_id)
             facts = routing.room_facts(room_id, room, joined=room_id not in self._left)
             if self._facts.get(room_id) != facts:
                 self._facts[room_id] = facts
-                if room_id == self.settings.room_id and self.settings.user_id not in facts.joined:
-                    log.info("Matrix: the door is not in its room %s (yet)", room_id)
-                elif room_id == self.settings.room_id:
-                    log.info("Matrix: room %s has %d joined members (%s), join rule %s, %s", room_id,
-                             len(facts.joined), ", ".join(sorted(facts.joined)), facts.join_rule,
-                             "encrypted" if facts.encrypted else "not encrypted")
-                    if not facts.encrypted and not self._warned_unencrypted:
-                        self._warned_unencrypted = True
-                        log.warning("Matrix: %s", UNENCRYPTED_WARNING)
+                if room_id in ours:
+                    whose = self._describe_room(room_id, ours[room_id])
+                    if self.settings.user_id not in facts.joined:
+                        log.info("Matrix: the door is not in %s %s (yet)", whose, room_id)
+                    else:
+                        log.info("Matrix: %s %s has %d joined members (%s), join rule %s, %s", whose, room_id,
+                                 len(facts.joined), ", ".join(sorted(facts.joined)), facts.join_rule,
+                                 "encrypted" if facts.encrypted else "not encrypted")
+                        if not facts.encrypted and room_id not in self._warned_unencrypted_rooms:
+                            self._warned_unencrypted_rooms.add(room_id)
+                            log.warning("Matrix: %s", UNENCRYPTED_WARNING)
                 self._emit(facts)
 
-    # --- trust in the owner's devices (intercom.matrix.trust) ---------------------------------------------------
+    def _describe_room(self, room_id: str, user_id: str | None) -> str:
+        """How the log names a resident's room: "the configured room (of X)" or "the room of X"."""
+        configured = room_id in self.settings.configured_rooms()
+        return ("the configured room" if configured else "the room") + (f" of {user_id}" if user_id else "")
+
+    # --- the residents' rooms (intercom.matrix.rooms) -----------------------------------------------------------
+
+    def _room_of(self, resident: ResidentRoom) -> str | None:
+        """The resident's room: configured, or remembered; None while they have none."""
+        if resident.room_id:
+            return resident.room_id
+        known = self._known.get(resident.user_id)
+        return known.room_id if known is not None else None
+
+    def _household_rooms(self) -> dict[str, str | None]:
+        """Every resident's room → the resident (the adapter alone: its configured room → None)."""
+        found = self.settings.configured_rooms()
+        for resident in self._residents:
+            room_id = self._room_of(resident)
+            if room_id is not None:
+                found.setdefault(room_id, resident.user_id)
+        return found
+
+    def _rooms_by_resident(self) -> dict[str, str | None]:
+        return {r.user_id: self._room_of(r) for r in self._residents}
+
+    def _member(self, room_id: str, user_id: str) -> str | None:
+        """``user_id``'s membership in a room the door is in, as nio knows it: "join", "invite", or None (not a
+        member, or the door is not in the room or does not know it yet)."""
+        if not self._door_in(room_id):
+            return None
+        user = self._require_client().rooms[room_id].users.get(user_id)
+        if user is None:
+            return None
+        return "invite" if getattr(user, "invited", False) else "join"
+
+    def _just_made(self, room_id: str) -> bool:
+        """Whether the door made this room so recently that the syncs may not have brought its invite yet (a sync
+        can carry the new room before the homeserver has written the invite into it)."""
+        made = self._made.get(room_id)
+        if made is None:
+            return False
+        if time.monotonic() - made > JUST_MADE or any(self._member(room_id, r.user_id) for r in self._residents):
+            del self._made[room_id]
+            return False
+        return True
+
+    def _door_in(self, room_id: str) -> bool:
+        """Whether the door is in the room as far as the syncs told (nio lists a room it just made before any
+        sync brought its members)."""
+        room = self._require_client().rooms.get(room_id)
+        return room is not None and room_id not in self._left and self.settings.user_id in room.users
+
+    def _needs_new_room(self, resident: ResidentRoom) -> bool:
+        """Whether a resident without a configured room would take a room they invite the door to: they have no
+        room with the door, or are not in it, or the door is not, or someone else is in it too."""
+        if resident.room_id:
+            return False
+        known = self._known.get(resident.user_id)
+        if known is None:
+            return True
+        room = self._require_client().rooms.get(known.room_id)
+        return (not self._door_in(known.room_id) or self._member(known.room_id, resident.user_id) != "join"
+                or room is None or set(room.users) != {resident.user_id, self.settings.user_id})
+
+    def _remember(self, user_id: str, known: KnownRoom) -> None:
+        self._known[user_id] = known
+        try:
+            rooms.save_rooms(self._state_dir, self._known)
+        except OSError as exc:  # remembered in memory; a restart finds the room again by its members
+            log.error("Matrix: could not save the residents' rooms: %s", exc)
+
+    def _waiting(self, resident: ResidentRoom, room_id: str | None) -> str:
+        """What the door waits for before it can call this resident ("" when nothing: the core checks the room's
+        members itself)."""
+        user_id = resident.user_id
+        if resident.room_id:
+            return ""
+        if room_id is None:
+            return self._make_problem.get(user_id) or f"the door is making a room with {user_id}"
+        known = self._known[user_id]
+        if not known.made_by_door or room_id in self._left:
+            return ""
+        member = self._member(room_id, user_id)
+        if member is not None:
+            self._made.pop(room_id, None)  # a sync showed the invite: from now on, no member is no member
+        elif self._just_made(room_id):
+            member = "invite"  # the syncs have not brought the invite yet
+        return f"waiting for {user_id} to join the room the door made" if member == "invite" else ""
+
+    def _report_residents(self) -> None:
+        """Tell the core each resident's room and what the door waits for, when either changed (all of them at
+        the first sync)."""
+        if self._client is None:
+            return
+        for resident in self._residents:
+            room_id = self._room_of(resident)
+            state = (room_id, self._waiting(resident, room_id))
+            before = self._reported.get(resident.user_id)
+            if before == state:
+                continue
+            self._reported[resident.user_id] = state
+            if state[1]:
+                log.info("Matrix: %s%s", state[1], f" ({room_id})" if room_id else "")
+            elif (before is not None and before[0] == room_id and before[1] and room_id is not None
+                  and self._member(room_id, resident.user_id) == "join"):
+                log.info("Matrix: %s joined the room %s the door made", resident.user_id, room_id)
+            if self._trust is not None and room_id is not None and not state[1]:
+                self._trust.mark_stale(resident.user_id)  # a resident who joined now shares a room with the door
+            self._emit(ResidentRoomChanged(user_id=resident.user_id, room_id=room_id, waiting=state[1]))
+
+    async def _look_after_rooms(self) -> None:
+        """After each sync (module docstring): find lost rooms, leave empty ones, invite again, make missing ones."""
+        if not self._residents:
+            return
+        if self._making is None:  # a room being made may already be in this sync, before room_create returned
+            await self._adopt_rooms()
+            await self._leave_stray_rooms()
+        await self._invite_again()
+        if self._without_room() and (self._maker is None or self._maker.done()):
+            self._maker = asyncio.ensure_future(self._make_rooms())
+
+    def _without_room(self) -> list[ResidentRoom]:
+        return [r for r in self._residents if not r.room_id and r.user_id not in self._known]
+
+    async def _adopt_rooms(self) -> None:
+        """A resident without a known room whom the door shares a room of just the two of them with: that is their
+        room (it was made or accepted, but not remembered)."""
+        client, me = self._require_client(), self.settings.user_id
+        ours = self._household_rooms()
+        for resident in self._without_room():
+            user_id = resident.user_id
+            candidates = sorted((self._member(room_id, user_id) != "join", room_id)
+                                for room_id, room in client.rooms.items()
+                                if room_id not in ours and room_id not in self._refused_invites
+                                and self._door_in(room_id) and set(room.users) == {me, user_id})
+            if not candidates:
+                continue
+            room_id = candidates[0][1]
+            made_by_door = await self._made_by_door(room_id, fallback=self._member(room_id, user_id) != "join")
+            self._remember(user_id, KnownRoom(room_id, made_by_door=made_by_door))
+            ours[room_id] = user_id
+            log.warning("Matrix: the room %s holds just the door and %s; it is their room with the door again "
+                        "(it was not remembered)", room_id, user_id)
+
+    async def _made_by_door(self, room_id: str, *, fallback: bool) -> bool:
+        """Whether the door created the room (its ``m.room.create`` is the door's); ``fallback`` when that cannot
+        be read now."""
+        try:
+            status, body = await request_json(self._require_client(), "GET",
+                                              f"/_matrix/client/v3/rooms/{_quote(room_id)}/state",
+                                              timeout=REQUEST_TIMEOUT)
+        except TRANSIENT_EXCEPTIONS:
+            return fallback
+        if status != 200 or not isinstance(body, list):
+            return fallback
+        create = next((e for e in body if isinstance(e, Mapping) and e.get("type") == "m.room.create"
+                       and e.get("state_key") == ""), None)
+        return fallback if create is None else create.get("sender") == self.settings.user_id
+
+    async def _leave_stray_rooms(self) -> None:
+        """Leave (and forget) a room that is no resident's where the door is alone, or where the only other member
+        is a resident invited to it who has another room with the door: what a room creation leaves behind when
+        the homeserver made the room but failed to answer (an invite it could not deliver, a lost connection)."""
+        client, me = self._require_client(), self.settings.user_id
+        ours = self._household_rooms()
+        residents = {r.user_id: r for r in self._residents}
+        for room_id, room in list(client.rooms.items()):
+            if (room_id in ours or room_id in self._refused_invites or not self._door_in(room_id)
+                    or len(self._refused_invites) >= MAX_DECLINING):
+                continue
+            others = set(room.users) - {me}
+            if not others:
+                log.info("Matrix: leaving the room %s: nobody else is in it and it is no resident's room", room_id)
+                self._leave(room_id)
+            elif len(others) == 1 and (other := next(iter(others))) in residents and me in room.users \
+                    and self._room_of(residents[other]) is not None and self._member(room_id, other) == "invite":
+                await self._abandon(KnownRoom(room_id, made_by_door=True), other,
+                                    f"{other} has another room with the door")
+        self._start_decliner()
+
+    async def _invite_again(self) -> None:
+        """Invite a resident who left the room the door made to it again, at most once an hour (across restarts
+        too: the time of the last invite is in ``rooms.json``)."""
+        client = self._require_client()
+        now, wall = time.monotonic(), time.time()
+        for resident in self._residents:
+            user_id = resident.user_id
+            known = None if resident.room_id else self._known.get(user_id)
+            if (known is None or not known.made_by_door or not self._door_in(known.room_id)
+                    or self._member(known.room_id, user_id) is not None or self._just_made(known.room_id)):
+                continue
+            last = self._reinvited.get(user_id)
+            if (last is not None and now - last < REINVITE_INTERVAL) or (
+                    known.invited_at is not None and abs(wall - known.invited_at) < REINVITE_INTERVAL):
+                continue
+            self._reinvited[user_id] = now
+            try:
+                result: Any = await client.room_invite(known.room_id, user_id)
+            except TRANSIENT_EXCEPTIONS as exc:
+                result = Failure.of(exc)
+            if isinstance(result, RoomInviteResponse):
+                log.info("Matrix: %s left the room %s the door made; invited them again (at most once an hour)",
+                         user_id, known.room_id)
+                self._remember(user_id, KnownRoom(known.room_id, made_by_door=True, invited_at=wall))
+            else:
+                log.warning("Matrix: %s left the room %s the door made; could not invite them again (next try in "
+                            "an hour): %s", user_id, known.room_id, result)
+
+    async def _make_rooms(self) -> None:
+        """Make a room for each resident who has none, one at a time, beside the sync loop; a failure is retried
+        with backoff (:data:`~intercom.matrix.retry.MAKE_ROOM`), the core told what the door waits for."""
+        while not self._closing:
+            todo = self._without_room()
+            if not todo:
+                return
+            now = time.monotonic()
+            ready = [r for r in todo if self._make_next.get(r.user_id, 0.0) <= now]
+            if not ready:
+                await self._pause(min(self._make_next.get(r.user_id, now) for r in todo) - now)
+                continue
+            user_id = ready[0].user_id
+            self._making = user_id
+            try:
+                result = await self._create_room(user_id)
+            finally:
+                self._making = None
+            if self._closing:
+                return
+            if isinstance(result, str):
+                self._make_failures.pop(user_id, None)
+                self._make_next.pop(user_id, None)
+                self._make_problem.pop(user_id, None)
+                await self._room_made(user_id, result)
+                continue
+            failures = self._make_failures[user_id] = self._make_failures.get(user_id, 0) + 1
+            delay = retry.MAKE_ROOM.delay(failures, result)
+            self._make_next[user_id] = time.monotonic() + delay
+            self._make_problem[user_id] = (f"the door could not make a room with {user_id} ({str(result)[:120]}); "
+                                           f"it tries again in {delay:.0f} s")
+            log.log(logging.WARNING if failures == 1 or delay >= retry.MAKE_ROOM.longest * 0.9 else logging.INFO,
+                    "Matrix: could not make a room with %s (attempt %d): %s; trying again in %.1f s", user_id,
+                    failures, result, delay)
+            self._report_residents()
+
+    async def _create_room(self, user_id: str) -> str | Failure:
+        """One ``room_create`` for ``user_id``: the new room's ID, or why it failed."""
+        client = self._require_client()
+        log.info("Matrix: making a room with %s (the config names none and they have not invited the door)",
+                 user_id)
+        try:
+            version = await self._default_room_version()
+            started = time.monotonic()
+            result: Any = await client.room_create(**rooms.create_room_request(
+                self.settings.user_id, user_id, name=self.settings.room_name, encrypted=self.settings.encrypt_rooms,
+                room_version=version))
+        except TRANSIENT_EXCEPTIONS as exc:
+            return Failure.of(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let room making end the door
+            log.exception("Matrix: making a room with %s failed", user_id)
+            return Failure(f"{type(exc).__name__}: {exc}", transient=True)
+        if not isinstance(result, RoomCreateResponse):
+            return Failure.of(result)
+        log.info("Matrix: made the room %s (%s, room version %s) with %s invited, in %.0f ms", result.room_id,
+                 "encrypted" if self.settings.encrypt_rooms else "not encrypted", version or "default", user_id,
+                 (time.monotonic() - started) * 1000)
+        return result.room_id
+
+    async def _default_room_version(self) -> str | None:
+        """The homeserver's default room version (asked once: rooms of version 12 and later must not list their
+        creator in the power levels), or None when it does not say. Raises what a request without an answer (or
+        with a 5xx) raises, so that the room is made later."""
+        if self._room_version is None:
+            status, body = await request_json(self._require_client(), "GET", "/_matrix/client/v3/capabilities",
+                                              timeout=REQUEST_TIMEOUT)
+            if status >= 500 or status == 429:
+                raise OSError(f"HTTP {status} asking for the homeserver's capabilities")
+            version = None
+            capabilities = body.get("capabilities") if status == 200 and isinstance(body, Mapping) else None
+            versions = capabilities.get("m.room_versions") if isinstance(capabilities, Mapping) else None
+            default = versions.get("default") if isinstance(versions, Mapping) else None
+            if isinstance(default, str) and 0 < len(default) <= 64:
+                version = default
+            self._room_version = (version,)
+        return self._room_version[0]
+
+    async def _room_made(self, user_id: str, room_id: str) -> None:
+        """Remember the room made for ``user_id``, unless they got a room meanwhile (their invite was accepted
+        while the room was being made): then the new room is given up."""
+        resident = next((r for r in self._residents if r.user_id == user_id), None)
+        if resident is None or resident.room_id or user_id in self._known:
+            await self._abandon(KnownRoom(room_id, made_by_door=True), user_id,
+                                f"{user_id} has a room with the door meanwhile")
+            return
+        self._remember(user_id, KnownRoom(room_id, made_by_door=True, invited_at=time.time()))
+        self._reinvited[user_id] = self._made[room_id] = time.monotonic()
+        self._report_residents()
+
+    async def _abandon(self, known: KnownRoom, user_id: str, why: str) -> None:
+        """Leave (and forget) a room the door no longer uses with ``user_id``; in a room the door made, take back
+        its invite first, so that the resident's app does not keep offering a room nobody is in."""
+        client = self._require_client()
+        if known.made_by_door and self._member(known.room_id, user_id) != "join":
+            try:
+                await client.room_kick(known.room_id, user_id, reason=why)
+            except TRANSIENT_EXCEPTIONS as exc:
+                log.debug("Matrix: could not take back the invite of %s to %s: %s", user_id, known.room_id, exc)
+        log.info("Matrix: leaving the room %s%s: %s", known.room_id, " the door made" if known.made_by_door else "",
+                 why)
+        self._leave(known.room_id)
+        self._start_decliner()
+
+    def _leave(self, room_id: str) -> None:
+        """Leave and forget a room beside the sync loop (:meth:`_decline_invites`)."""
+        if room_id not in self._refused_invites:
+            self._refused_invites.add(room_id)
+            self._declining.put_nowait(room_id)
+
+    def _start_decliner(self) -> None:
+        if not self._declining.empty() and (self._decliner is None or self._decliner.done()):
+            self._decliner = asyncio.ensure_future(self._decline_invites())
+
+    # --- trust in the residents' devices (intercom.matrix.trust) ------------------------------------------------
 
     async def _refresh_trust(self, response: SyncResponse) -> None:
-        """Read the owner's keys when they may have changed, tell the core, and keep nio's device flags right."""
+        """Read the residents' keys when they may have changed, tell the core, and keep nio's device flags right."""
         trust, client = self._trust, self._require_client()
         if trust is None:
             return
-        changed = trust.owner in getattr(getattr(response, "device_list", None), "changed", ())
-        if trust.stale or changed:
-            observed = await trust.read(client)
-            if observed is not None:
-                self._emit(OwnerKeysObserved(keys=observed))
-        trust.classify(client, self.settings.room_id)  # devices nio learnt of in this sync: keys only if trusted
+        trust.mark_stale(*getattr(getattr(response, "device_list", None), "changed", ()))
+        if trust.stale:
+            for user_id, observed in (await trust.read(client)).items():
+                self._emit(OwnerKeysObserved(keys=observed, user_id=user_id))
+        # Devices nio learnt of in this sync: keys only if trusted.
+        trust.classify(client, [room for room in self._rooms_by_resident().values() if room])
 
     def _sender_device(self, room_id: str, event: Any) -> str | None:
         if self._trust is None or not getattr(event, "decrypted", False):
@@ -604,9 +1104,10 @@ class MatrixAdapter:
         return len(room.users)  # nio keeps invited members in users too
 
     def apply_trust(self, update: TrustUpdated) -> None:
-        """Carry out the core's verdict: keep the pins, and give room keys to the trusted devices only."""
+        """Carry out the core's verdict about one resident (``update.user_id``; empty: the first): keep their pins,
+        and give room keys to the trusted devices of the residents only."""
         if self._trust is not None and self._client is not None:
-            self._trust.apply(self._client, self.settings.room_id, update)
+            self._trust.apply(self._client, update, self._rooms_by_resident())
 
     # --- encrypted events that could not be decrypted (yet) ----------------------------------------------------
 
@@ -676,7 +1177,7 @@ class MatrixAdapter:
                     result = exc
                 except OlmUnverifiedDeviceError as exc:  # a device nio learnt of since the last classify
                     assert self._trust is not None
-                    self._trust.classify(client, self.settings.room_id)
+                    self._trust.classify(client, [room for room in self._rooms_by_resident().values() if room])
                     if attempt >= 3:
                         log.error("Matrix: could not send %s: device %s cannot be classified", what,
                                   getattr(exc.device, "id", "?"))
@@ -748,9 +1249,10 @@ class MatrixAdapter:
         if self._request is not None and not self._request.done():
             self._request.cancel()
         await self._turn.close()
-        if self._decliner is not None:
-            self._decliner.cancel()
-            await asyncio.gather(self._decliner, return_exceptions=True)
+        for task in (self._decliner, self._maker):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._client is not None:
             await self._client.close()
 

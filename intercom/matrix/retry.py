@@ -105,6 +105,10 @@ START = Retry(first=0.5)
 SYNC = Retry(first=0.5, free=1)
 #: Logging in or syncing while the homeserver refuses (not a network failure): from 30 s, doubling to 10 min.
 REFUSED = Retry(first=30.0, longest=600.0)
+#: Making a resident's room (beside the sync loop): from 2 s, doubling to 5 min, until it works; a 429's
+#: ``retry_after_ms`` is honoured. A refusal is retried on the same curve: the homeserver may have made the room
+#: before refusing (an invite it could not deliver), and the door leaves such an empty room after the next sync.
+MAKE_ROOM = Retry(first=2.0, longest=300.0)
 #: A send: at most 10 attempts within 20 s, waiting 0.25 s, doubling, with one transaction ID throughout.
 SEND = Retry(first=0.25, jitter=False, attempts=10, budget=20.0)
 

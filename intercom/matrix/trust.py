@@ -1,29 +1,37 @@
-"""The Matrix side of trust: reading and checking the owner's keys, naming the device behind an encrypted event,
-withholding room keys from every device the door does not trust, and keeping the pins.
+"""The Matrix side of trust: reading and checking the residents' keys, naming the device behind an encrypted
+event, withholding room keys from every device the door does not trust, and keeping the pins.
 
 The rules (what to trust) are the core's (:mod:`intercom.core.trust`); this module only checks signatures and
-carries out :class:`~intercom.core.TrustUpdated`.
+carries out :class:`~intercom.core.TrustUpdated`, for each resident of the household separately.
 
-- **Keys.** matrix-nio ignores cross-signing, so the door asks ``/keys/query`` itself and checks every signature
-  with vodozemac: each device's self-signature, the self-signing key's signature by the master key, each device's
-  signature by the self-signing key (then the device is *signed*), and device signatures on the master key. A
-  device whose self-signature fails is left out (a server cannot add a device in someone else's name).
+- **Keys.** matrix-nio ignores cross-signing, so the door asks ``/keys/query`` itself (one request for all the
+  residents whose keys may have changed) and checks every signature with vodozemac: each device's self-signature,
+  the self-signing key's signature by the master key, each device's signature by the self-signing key (then the
+  device is *signed*), and device signatures on the master key. A device whose self-signature fails is left out
+  (a server cannot add a device in someone else's name).
 - **Who sent an encrypted event.** An event's content names a device, but anyone can write that. The Megolm
   session that decrypted it was received over Olm from a Curve25519 key and claims an Ed25519 key; the door takes
-  the device of the owner whose verified keys are exactly those two, and no device when the session was forwarded
-  (keys passed on by someone else prove nothing about who wrote the event).
+  the device of the sending resident whose verified keys are exactly those two, and no device when the session
+  was forwarded (keys passed on by someone else prove nothing about who wrote the event).
 - **Keys only to trusted devices.** nio's ``ignore_unverified_devices=True`` still shares room keys with every
-  device. The door marks the owner's trusted devices verified and blacklists every other device of every member,
-  sends with ``ignore_unverified_devices=False`` (a device nio has not seen yet makes the send fail, it is
-  blacklisted and the send retried), and starts a new Megolm session whenever the set of devices changes.
+  device. The door marks the residents' trusted devices verified and blacklists every other device of every
+  resident and of everyone in a resident's room, sends with ``ignore_unverified_devices=False`` (a device nio has
+  not seen yet makes the send fail, it is blacklisted and the send retried), and starts a new Megolm session in a
+  resident's room whenever the set of that resident's trusted devices changes.
+- **Pins** (:func:`load_household_pins`, :func:`save_pins`): ``trust.json`` keeps the first resident's, as it
+  kept the owner's before households; every other resident's are in ``trust-<16 hex of the SHA-256 of their user
+  ID>.json``. Each file names whose pins it holds (``user_id``), so a change in the order of the residents never
+  gives one resident another's pins; a ``trust.json`` without ``user_id`` (written before households) is the first
+  resident's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +47,8 @@ from .session import write_private_json
 log = logging.getLogger(__name__)
 
 TRUST_FILE = "trust.json"
+#: The identity problem of a damaged pins file.
+DAMAGED = "the door's record of the resident's keys was damaged"
 #: Longest device display name kept (it is shown in notices).
 NAME_LIMIT = 80
 
@@ -117,118 +127,251 @@ def read_keys(body: Any, user_id: str) -> tuple[ObservedKeys, dict[str, tuple[st
                         master_signed_by=frozenset(master_signed_by)), verified
 
 
-def load_pins(state_dir: Path) -> Pins | None:
-    """The pins kept in the state directory, or None at first use. A damaged file is kept aside (never silently
-    replaced by a fresh first use that could pin someone else's device) and its problem reported as an identity
-    problem, which only ``intercom trust --identity`` on the door clears."""
-    path = state_dir / TRUST_FILE
+def pins_file(state_dir: Path, user_id: str) -> Path:
+    """Where the pins of a resident are kept when they are not in ``trust.json``: ``trust-<16 hex>.json``, the
+    start of the SHA-256 of the user ID (a user ID may hold characters a file name must not)."""
+    return Path(state_dir) / f"trust-{hashlib.sha256(user_id.encode()).hexdigest()[:16]}.json"
+
+
+def _damaged(path: Path, exc: BaseException) -> Pins:
+    aside = path.with_name(path.name + ".damaged")
+    log.error("Matrix: the trust file %s cannot be read (%s); kept as %s", path, exc, aside.name)
     try:
-        return Pins.from_json(json.loads(path.read_text()))
+        rename_durably(path, aside)
+    except OSError:
+        pass
+    return Pins(identity_problem=DAMAGED)
+
+
+def _read_pins(path: Path) -> tuple[str | None, Pins]:
+    """The owner named in a pins file (None: a file written before households, which named nobody) and its pins.
+    Raises FileNotFoundError, or OSError/ValueError for a damaged file."""
+    data = json.loads(path.read_text())
+    pins = Pins.from_json(data)
+    user_id = data.get("user_id")
+    if user_id is not None and (not isinstance(user_id, str) or not user_id):
+        raise ValueError("user_id is not a user ID")
+    return user_id, pins
+
+
+def load_pins(state_dir: Path) -> Pins | None:
+    """The pins in ``trust.json`` (whoever they belong to), or None at first use. A damaged file is kept aside
+    (never silently replaced by a fresh first use that could pin someone else's device) and its problem reported
+    as an identity problem, which only ``intercom trust --identity`` on the door clears."""
+    path = Path(state_dir) / TRUST_FILE
+    try:
+        return _read_pins(path)[1]
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        aside = path.with_name(path.name + ".damaged")
-        log.error("Matrix: the trust file %s cannot be read (%s); kept as %s", path, exc, aside.name)
+        return _damaged(path, exc)
+
+
+def load_household_pins(state_dir: Path, residents: Sequence[str]) -> dict[str, Pins | None]:
+    """What the door pinned of each resident's keys: user ID → pins, or None for a resident never seen (first use).
+
+    A resident's pins are in their own file (:func:`pins_file`) or in ``trust.json``: that file is the pins of the
+    user it names, and a ``trust.json`` that names nobody (written before households) is the first resident's (a
+    household of one was the only configuration then). A damaged file is kept aside (``.damaged``) and is an
+    identity problem for the resident it would be: a resident's own file for that resident; ``trust.json``, which
+    may have been anyone's, for the first resident who has no file of their own (the one whose pins it held unless
+    the order of the residents changed since). A resident's own file that names someone else counts as damaged.
+    """
+    state_dir = Path(state_dir)
+    result: dict[str, Pins | None] = {}
+    legacy_path = state_dir / TRUST_FILE
+    legacy: tuple[str | None, Pins] | None = None
+    legacy_damaged: Pins | None = None
+    try:
+        legacy = _read_pins(legacy_path)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        legacy_damaged = _damaged(legacy_path, exc)
+    for index, user_id in enumerate(residents):
+        own = pins_file(state_dir, user_id)
         try:
-            rename_durably(path, aside)
-        except OSError:
+            named, pins = _read_pins(own)
+            if named != user_id:
+                raise ValueError(f"it holds the pins of {str(named)[:255]}")
+            result[user_id] = pins
+            continue
+        except FileNotFoundError:
             pass
-        return Pins(identity_problem="the door's record of the owner's keys was damaged")
+        except (OSError, ValueError) as exc:
+            result[user_id] = _damaged(own, exc)
+            continue
+        if legacy is not None and (legacy[0] == user_id or (legacy[0] is None and index == 0)):
+            result[user_id] = legacy[1]
+        elif legacy_damaged is not None:
+            result[user_id], legacy_damaged = legacy_damaged, None
+        else:
+            result[user_id] = None
+    return result
 
 
-def save_pins(state_dir: Path, pins: Pins) -> None:
-    """Write the pins atomically and durably, readable by the door's user only."""
-    write_private_json(state_dir / TRUST_FILE, pins.to_json())
+def save_pins(state_dir: Path, pins: Pins, user_id: str = "", *, first: bool = True) -> Path:
+    """Write a resident's pins atomically and durably, readable by the door's user only, naming their owner.
 
-
-class OwnerTrust:
-    """The owner's keys as last read, and the nio device flags that follow the core's verdict."""
-
-    def __init__(self, state_dir: Path, owner: str, *, timeout: float) -> None:
-        self._state_dir = state_dir
-        self.owner = owner
-        self._timeout = timeout
-        #: The owner's devices whose keys were checked: device ID → (Ed25519, Curve25519).
-        self._devices: dict[str, tuple[str, str]] = {}
-        self._key_holders: frozenset[str] = frozenset()
-        self._applied = False
-        #: Set when the owner's keys must be read again (device list changed, an unknown sender key).
-        self.stale = True
-
-    def load(self) -> Pins | None:
-        return load_pins(self._state_dir)
-
-    async def read(self, client: Any) -> ObservedKeys | None:
-        """Ask the homeserver for the owner's keys and check them; None (logged) when it could not be asked."""
+    They go where they are kept already: the resident's own file if there is one, else ``trust.json`` when it
+    holds their pins, names nobody and they are the first resident (``first``), or is free while they are; else
+    their own file. So no one's pins are ever overwritten by another's. Returns the file written."""
+    state_dir = Path(state_dir)
+    data = pins.to_json()
+    if user_id:
+        data["user_id"] = user_id
+    path = state_dir / TRUST_FILE
+    if user_id:
+        own = pins_file(state_dir, user_id)
         try:
-            status, body = await request_json(client, "POST", "/_matrix/client/v3/keys/query",
-                                              body={"device_keys": {self.owner: []}, "timeout": 10_000},
-                                              timeout=self._timeout)
-        except TRANSIENT_EXCEPTIONS as exc:
-            log.warning("Matrix: could not read the owner's keys (will retry): %s", Failure.of(exc))
-            return None
+            named: str | None = _read_pins(path)[0]
+            free = False
+        except FileNotFoundError:
+            named, free = None, True
+        except (OSError, ValueError):
+            named, free = None, False  # damaged: kept for load_household_pins to set aside
+        if own.exists() or not (named == user_id or (first and (free or named is None))):
+            path = own
+    write_private_json(path, data)
+    return path
+
+
+class HouseholdTrust:
+    """The residents' keys as last read, and the nio device flags that follow the core's verdicts.
+
+    ``residents`` in the config's order (the first is the one an update without ``user_id`` is about)."""
+
+    def __init__(self, state_dir: Path, residents: Sequence[str], *, timeout: float) -> None:
+        if not residents:
+            raise ValueError("trust needs at least one resident")
+        self._state_dir = Path(state_dir)
+        self.residents = tuple(residents)
+        self._timeout = timeout
+        #: Each resident's devices whose keys were checked: device ID → (Ed25519, Curve25519).
+        self._devices: dict[str, dict[str, tuple[str, str]]] = {user: {} for user in self.residents}
+        self._key_holders: dict[str, frozenset[str]] = {user: frozenset() for user in self.residents}
+        self._applied: set[str] = set()
+        #: Residents whose keys must be read again (device list changed, an unknown sender key, first start).
+        self._stale: set[str] = set(self.residents)
+
+    @property
+    def owner(self) -> str:
+        """The first resident."""
+        return self.residents[0]
+
+    @property
+    def stale(self) -> bool:
+        return bool(self._stale)
+
+    def mark_stale(self, *user_ids: str) -> None:
+        """Read these residents' keys again after this sync (residents only; anyone else is ignored)."""
+        self._stale.update(u for u in user_ids if u in self._devices)
+
+    def load(self) -> dict[str, Pins | None]:
+        """The pins of every resident (:func:`load_household_pins`)."""
+        return load_household_pins(self._state_dir, self.residents)
+
+    async def read(self, client: Any) -> dict[str, ObservedKeys]:
+        """Ask the homeserver for the keys of every resident whose keys may have changed (one request), check
+        them, and return them by user ID; {} (logged, and asked again after the next sync) when it could not be
+        asked."""
+        users = sorted(self._stale)
+        if not users:
+            return {}
+        for attempt in (1, 2):  # a second time at once: a pooled connection the server closed fails the first
+            try:
+                status, body = await request_json(client, "POST", "/_matrix/client/v3/keys/query",
+                                                  body={"device_keys": {user: [] for user in users},
+                                                        "timeout": 10_000}, timeout=self._timeout)
+                break
+            except TRANSIENT_EXCEPTIONS as exc:
+                if attempt == 2:
+                    log.warning("Matrix: could not read the residents' keys (will retry after the next sync): %s",
+                                Failure.of(exc))
+                    return {}
         if status != 200 or not isinstance(body, Mapping):
-            log.warning("Matrix: could not read the owner's keys (HTTP %s; will retry)", status)
-            return None
-        observed, self._devices = read_keys(body, self.owner)
-        self.stale = False
+            log.warning("Matrix: could not read the residents' keys (HTTP %s; will retry)", status)
+            return {}
+        failures = body.get("failures")
+        observed: dict[str, ObservedKeys] = {}
+        for user in [u for u in self.residents if u in users]:  # in the household's order
+            observed[user], self._devices[user] = read_keys(body, user)
+        self._stale.clear()
+        if isinstance(failures, Mapping) and failures:
+            log.warning("Matrix: the homeserver could not ask %s for keys: %s", ", ".join(sorted(map(str, failures))),
+                        str(dict(failures))[:300])
         return observed
 
     def sender_device(self, client: Any, room_id: str, event: Any) -> str | None:
-        """The owner's device that encrypted ``event`` (a decrypted nio event), or None when no checked device
-        of the owner matches the keys of the Megolm session behind it."""
+        """The resident's device that encrypted ``event`` (a decrypted nio event), or None when the sender is not a
+        resident or no checked device of theirs matches the keys of the Megolm session behind it."""
+        sender = getattr(event, "sender", None)
         sender_key, session_id = getattr(event, "sender_key", None), getattr(event, "session_id", None)
-        if getattr(event, "sender", None) != self.owner or not sender_key or not session_id:
+        devices = self._devices.get(sender) if isinstance(sender, str) else None
+        if devices is None or not sender_key or not session_id:
             return None
         olm = getattr(client, "olm", None)
         session = olm.inbound_group_store.get(room_id, sender_key, session_id) if olm is not None else None
         if session is None or session.forwarding_chain:
             return None
-        for device_id, (ed, curve) in self._devices.items():
+        for device_id, (ed, curve) in devices.items():
             if curve == sender_key and ed == session.ed25519:
                 return device_id
-        self.stale = True  # perhaps a device we have not read yet: read the keys again after this sync
+        self._stale.add(sender)  # perhaps a device we have not read yet: read their keys again after this sync
         return None
 
-    def apply(self, client: Any, room_id: str, update: TrustUpdated) -> None:
-        """Keep the pins and make nio share room keys with the key holders only."""
+    def apply(self, client: Any, update: TrustUpdated, rooms: Mapping[str, str | None]) -> None:
+        """Keep the pins of the resident the update is about (``update.user_id``, empty: the first), and make nio
+        share room keys with the key holders of every resident only. ``rooms``: each resident's room (None: none
+        yet); the room of this resident gets a new Megolm session when their key holders changed."""
+        user = update.user_id or self.owner
+        if user not in self._devices:
+            log.warning("Matrix: ignoring a trust update about %s, who is not a resident", user[:255])
+            return
         try:
-            save_pins(self._state_dir, update.pins)
+            save_pins(self._state_dir, update.pins, user, first=user == self.owner)
         except OSError as exc:  # the door still acts on the verdict; the pins are written again next time
-            log.error("Matrix: could not save the trust pins: %s", exc)
-        changed = update.key_holders != self._key_holders or not self._applied
-        self._key_holders, self._applied = update.key_holders, True
-        self.classify(client, room_id)
+            log.error("Matrix: could not save the trust pins of %s: %s", user, exc)
+        changed = update.key_holders != self._key_holders[user] or user not in self._applied
+        self._key_holders[user] = update.key_holders
+        self._applied.add(user)
+        self.classify(client, [room for room in rooms.values() if room])
+        room_id = rooms.get(user)
         if changed:
-            with contextlib.suppress(Exception):  # no session yet
-                client.invalidate_outbound_session(room_id)
-            log.info("Matrix: room keys go to the owner's sessions %s (%s)",
+            if room_id:
+                with contextlib.suppress(Exception):  # no session yet
+                    client.invalidate_outbound_session(room_id)
+            log.info("Matrix: room keys go to %s's sessions %s (%s)", user,
                      ", ".join(sorted(update.key_holders)) or "none", update.reason)
 
-    def classify(self, client: Any, room_id: str) -> None:
-        """Mark every device nio knows so that ``room_send`` shares the door's room keys with the owner's key
-        holders only: those (with the keys we checked) verified; every other device of anyone in the door's room
-        (the owner's other sessions, the door's own, a third member's) blacklisted.
+    def classify(self, client: Any, rooms: Iterable[str]) -> None:
+        """Mark every device nio knows so that ``room_send`` shares the door's room keys with the residents' key
+        holders only: those (with the keys we checked) verified; every other device of a resident, or of anyone in
+        a resident's room (a resident's other sessions, the door's own, a third member's), blacklisted.
 
-        nio's marks are per device, not per room. Devices of people who are not in the door's room are marked
-        ignored: they get keys only for the rooms they share with the door, where the door sends nothing but
-        refusals (a stranger's phone must be able to read the ``m.call.reject`` that stops it ringing). Whoever
-        joins the door's room is blacklisted by the next call, which runs after every sync, before anything is
-        sent."""
+        nio's marks are per device, not per room, so a resident's key holder would also get the keys of another
+        resident's room if they were in it (then a third member there, and the core refuses calls in it). Devices
+        of people who are in no resident's room are marked ignored: they get keys only for the rooms they share
+        with the door, where the door sends nothing but refusals (a stranger's phone must be able to read the
+        ``m.call.reject`` that stops it ringing). Whoever joins a resident's room is blacklisted by the next call,
+        which runs after every sync, before anything is sent."""
         store = getattr(client, "device_store", None)
         if store is None:
             return
-        room = getattr(client, "rooms", {}).get(room_id)
-        in_room = set(room.users) if room is not None else set()
+        known = getattr(client, "rooms", {})
+        in_rooms: set[str] = set(self._devices)
+        for room_id in rooms:
+            room = known.get(room_id)
+            if room is not None:
+                in_rooms.update(room.users)
         for user_id in list(store.users):
+            devices = self._devices.get(user_id, {})
+            holders = self._key_holders.get(user_id, frozenset())
             for device in list(store.active_user_devices(user_id)):
-                holder = (user_id == self.owner and device.id in self._key_holders
-                          and self._devices.get(device.id) == (device.ed25519, device.curve25519))
-                mark = "verified" if holder else ("blacklisted" if user_id in in_room or user_id == self.owner
-                                                  else "ignored")
+                holder = device.id in holders and devices.get(device.id) == (device.ed25519, device.curve25519)
+                mark = "verified" if holder else ("blacklisted" if user_id in in_rooms else "ignored")
                 with contextlib.suppress(Exception):  # nio raises for a device it dropped meanwhile
                     _mark(client, device, mark)
-
 
 
 def _mark(client: Any, device: Any, mark: str) -> None:

@@ -1,5 +1,5 @@
-"""The adapter's checks of the owner's keys (intercom.matrix.trust): every signature verified, forgeries left out,
-pins kept privately and durably."""
+"""The adapter's checks of the residents' keys (intercom.matrix.trust): every signature verified, forgeries left
+out, pins kept privately and durably, each resident's apart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from intercom.core import Pins
-from intercom.matrix.trust import load_pins, read_keys, save_pins, signed_by
+from intercom.matrix.trust import load_household_pins, load_pins, pins_file, read_keys, save_pins, signed_by
 from intercom_dev.testbed.crosssigning import Identity, Signer, device_keys
 
 OWNER = "@owner:example.org"
@@ -88,3 +88,52 @@ def test_a_damaged_pins_file_is_kept_aside_and_trusts_nothing(tmp_path: Path):
     pins = load_pins(tmp_path)
     assert pins is not None and pins.identity_problem and "damaged" in pins.identity_problem
     assert (tmp_path / "trust.json.damaged").exists() and not (tmp_path / "trust.json").exists()
+
+
+# --- a household: each resident's pins apart ------------------------------------------------------------------------
+
+ALICE, BOB, CAROL = "@alice:example.org", "@bob:example.org", "@carol:example.org"
+
+
+def pins_of(tag: str) -> Pins:
+    return Pins(master_key=f"master-{tag}", devices={f"PHONE-{tag}": f"key-{tag}"})
+
+
+def test_each_residents_pins_go_to_their_own_file_and_come_back_apart(tmp_path: Path):
+    first = save_pins(tmp_path, pins_of("a"), ALICE, first=True)
+    second = save_pins(tmp_path, pins_of("b"), BOB, first=False)
+    assert first == tmp_path / "trust.json" and second == pins_file(tmp_path, BOB) != first
+    assert second.name.startswith("trust-") and len(second.stem) == len("trust-") + 16
+    assert json.loads(first.read_text())["user_id"] == ALICE and json.loads(second.read_text())["user_id"] == BOB
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (first, second)} == {0o600}
+    assert load_household_pins(tmp_path, [ALICE, BOB, CAROL]) == {ALICE: pins_of("a"), BOB: pins_of("b"), CAROL: None}
+
+
+def test_a_legacy_trust_file_is_the_first_residents_and_is_named_when_written_again(tmp_path: Path):
+    (tmp_path / "trust.json").write_text(json.dumps(pins_of("old").to_json()))  # no user_id: before households
+    assert load_household_pins(tmp_path, [ALICE, BOB]) == {ALICE: pins_of("old"), BOB: None}
+    assert load_household_pins(tmp_path, [BOB, ALICE]) == {BOB: pins_of("old"), ALICE: None}  # whoever is first
+    assert save_pins(tmp_path, pins_of("a"), ALICE, first=True) == tmp_path / "trust.json"
+    assert json.loads((tmp_path / "trust.json").read_text())["user_id"] == ALICE
+
+
+def test_a_new_order_of_the_residents_never_hands_one_residents_pins_to_another(tmp_path: Path):
+    save_pins(tmp_path, pins_of("a"), ALICE, first=True)  # trust.json, naming Alice
+    # Bob is first now: trust.json is still Alice's, so Bob's pins go to his own file and stay there.
+    assert load_household_pins(tmp_path, [BOB, ALICE]) == {BOB: None, ALICE: pins_of("a")}
+    assert save_pins(tmp_path, pins_of("b"), BOB, first=True) == pins_file(tmp_path, BOB)
+    assert save_pins(tmp_path, pins_of("a2"), ALICE, first=False) == tmp_path / "trust.json"
+    assert load_household_pins(tmp_path, [BOB, ALICE]) == {BOB: pins_of("b"), ALICE: pins_of("a2")}
+
+
+def test_damaged_household_pins_are_kept_aside_and_trust_nothing(tmp_path: Path):
+    pins_file(tmp_path, BOB).write_text("{not json")
+    save_pins(tmp_path, pins_of("c"), CAROL, first=False)
+    pins_file(tmp_path, CAROL).replace(pins_file(tmp_path, ALICE))  # Carol's pins under Alice's name
+    (tmp_path / "trust.json").write_text("junk")
+    loaded = load_household_pins(tmp_path, [ALICE, BOB, CAROL])
+    assert all(p is not None and p.identity_problem for p in (loaded[ALICE], loaded[BOB]))
+    # trust.json could have been anyone's: the first resident without a file of their own gets its problem.
+    assert loaded[CAROL] is not None and loaded[CAROL].identity_problem
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "trust.json.damaged", pins_file(tmp_path, ALICE).name + ".damaged", pins_file(tmp_path, BOB).name + ".damaged"}
