@@ -214,6 +214,7 @@ class MatrixAdapter:
         self._room_version: tuple[str | None] | None = None  # the homeserver's default, once asked
         self._reinvited: dict[str, float] = {}  # resident → monotonic time of the door's last invite this run
         self._made: dict[str, float] = {}  # rooms made in this run whose invite no sync has shown yet → monotonic
+        self._accepted: dict[str, float] = {}  # rooms of residents joined in this run → monotonic
         self._warned_unencrypted_rooms: set[str] = set()
         self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
         self._send_lock = asyncio.Lock()
@@ -628,6 +629,14 @@ class MatrixAdapter:
         """Join the room ``user_id`` invited the door to, check that it holds just the two of them, and make it
         their room (leaving the room the door made, which they never joined); otherwise leave it again."""
         client = self._require_client()
+        resident = next(r for r in self._residents if r.user_id == user_id)
+        if not self._needs_new_room(resident):  # a room of theirs was accepted meanwhile (two invites at once)
+            del self._accepting[room_id]
+            log.info("Matrix: declining the invite to %s (from %s): they have a room with the door meanwhile (%s)",
+                     room_id, user_id, self._room_of(resident))
+            self._leave(room_id)
+            self._start_decliner()
+            return
         try:
             result: Any = await client.join(room_id)
         except TRANSIENT_EXCEPTIONS as exc:
@@ -640,7 +649,6 @@ class MatrixAdapter:
             return
         self._join_failed.discard(room_id)
         del self._accepting[room_id]
-        resident = next(r for r in self._residents if r.user_id == user_id)
         problem = await self._room_of_two_problem(room_id, user_id)
         if problem is None and not self._needs_new_room(resident):
             problem = f"{user_id} has a room with the door meanwhile ({self._room_of(resident)})"
@@ -651,6 +659,7 @@ class MatrixAdapter:
             return
         old = self._known.get(user_id)
         self._remember(user_id, KnownRoom(room_id, made_by_door=False))
+        self._accepted[room_id] = time.monotonic()
         self._left.discard(room_id)
         log.info("Matrix: the room %s that %s invited the door to is their room with the door now", room_id, user_id)
         if old is not None and old.room_id != room_id:
@@ -814,6 +823,9 @@ class MatrixAdapter:
         known = self._known.get(resident.user_id)
         if known is None:
             return True
+        accepted = self._accepted.get(known.room_id)
+        if accepted is not None and not self._door_in(known.room_id) and time.monotonic() - accepted < JUST_MADE:
+            return False  # accepted moments ago: no sync has brought its members yet
         room = self._require_client().rooms.get(known.room_id)
         return (not self._door_in(known.room_id) or self._member(known.room_id, resident.user_id) != "join"
                 or room is None or set(room.users) != {resident.user_id, self.settings.user_id})

@@ -5,6 +5,9 @@ Layout of the state directory (created ``0700``; every file in it ``0600``)::
     <state_dir>/session.json          homeserver, user_id, device_id, access_token
     <state_dir>/crypto/               matrix-nio's E2EE store (Olm account, Megolm sessions, sync token)
     <state_dir>/crypto.key            the random key the store's secrets are pickled with (kept outside it)
+    <state_dir>/trust.json            the first resident's pins (intercom.matrix.trust)
+    <state_dir>/trust-<hex>.json      each other resident's pins
+    <state_dir>/rooms.json            the residents' rooms the config does not name (intercom.matrix.rooms)
 
 Keeping the device ID and the crypto store together matters: a new device ID would be a new, unknown device to
 the owner's clients, with new keys, and encrypted rooms would stop working until it was trusted again.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import stat
@@ -19,17 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from intercom.core import (OwnerKeysObserved, Pins, ResidentRoomChanged, RoomMembersChanged, TextMessageReceived,
                            TrustUpdated)
 from intercom.matrix import Credential, MatrixAdapter, MatrixSettings, load_household_pins
 from intercom.matrix import client as client_module
+from intercom.matrix import retry
 from intercom.matrix.rooms import CALL_MEMBER_EVENT, creator_is_privileged
 from intercom.matrix.trust import pins_file
 from intercom_dev.testbed.synapse import Homeserver
 
 from ..support import User, wait_until
 from .harness import Phone, run
+from .test_matrix_refusals import Proxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -287,3 +291,64 @@ def test_a_resident_who_leaves_the_room_the_door_made_is_invited_again_but_not_i
 
     with caplog.at_level(logging.INFO, logger="intercom.matrix"):
         run(main())
+
+
+# --- when making a room fails ---------------------------------------------------------------------------------------
+
+
+class CreateRefusingProxy(Proxy):
+    """The proxy in front of the test homeserver, answering the next room creations with these refusals."""
+
+    def __init__(self, upstream: str, refusals: list[tuple[int, dict[str, Any]]]) -> None:
+        super().__init__(upstream)
+        self.refusals = refusals
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/createRoom") and self.refusals:
+            self.requests.append(request.path)
+            status, body = self.refusals.pop(0)
+            return web.json_response(body, status=status)
+        return await super()._handle(request)
+
+
+def test_a_refused_room_creation_is_retried_with_backoff_and_the_core_told_why(homeserver, matrix_users, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setattr(retry, "MAKE_ROOM", retry.Retry(first=0.3, longest=0.6, jitter=False))
+
+    async def main() -> None:
+        door, erin = matrix_users("door"), matrix_users("erin")
+        refusals = [(429, {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 400}),
+                    (403, {"errcode": "M_FORBIDDEN", "error": "no new rooms today"})]
+        async with CreateRefusingProxy(homeserver.url, refusals) as proxy:
+            settings = dataclasses.replace(household(homeserver, door, tmp_path / "door", (erin.user_id, None)),
+                                           homeserver=proxy.url)
+            async with running(settings) as (adapter, events):
+                made = await wait_until(lambda: [e.room_id for e in rooms_for(events, erin.user_id) if e.room_id],
+                                        what="the room, made at the third try")
+                assert adapter.online and not refusals
+                assert [p for p in proxy.requests if p.endswith("/createRoom")] == [
+                    "/_matrix/client/v3/createRoom"] * 3
+                told = [e.waiting for e in rooms_for(events, erin.user_id) if e.room_id is None]
+                assert told[0] == f"the door is making a room with {erin.user_id}"
+                assert "429" in told[1] and "could not make a room" in told[1]
+                assert "M_FORBIDDEN" in told[2] or "403" in told[2]
+        assert joined_rooms(homeserver, door) == set(made)
+
+    run(main())
+
+
+def test_a_room_the_door_is_alone_in_that_is_no_residents_is_left(homeserver, matrix_users, tmp_path):
+    """What a creation the homeserver carried out but did not answer leaves behind (an invite it could not deliver
+    to another server fails the request after the room exists)."""
+    async def main() -> None:
+        door, fay = matrix_users("door"), matrix_users("fay")
+        fays = homeserver.create_dm_room(fay.access_token, door.user_id)
+        async with running(household(homeserver, door, tmp_path / "door", (fay.user_id, None))) as (adapter, events):
+            await wait_until(lambda: ResidentRoomChanged(user_id=fay.user_id, room_id=fays) in events,
+                             what="Fay's room")
+            stray = homeserver.api("POST", "/_matrix/client/v3/createRoom", {"preset": "private_chat"},
+                                   door.access_token)["room_id"]
+            await wait_until(lambda: stray not in joined_rooms(homeserver, door), what="the door to leave the room")
+        assert joined_rooms(homeserver, door) == {fays}
+
+    run(main())
