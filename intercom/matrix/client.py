@@ -880,10 +880,15 @@ class MatrixAdapter:
         """After each sync (module docstring): find lost rooms, leave empty ones, invite again, make missing ones."""
         if not self._residents:
             return
-        if self._making is None:  # a room being made may already be in this sync, before room_create returned
-            await self._adopt_rooms()
-            await self._leave_stray_rooms()
-        await self._invite_again()
+        try:
+            if self._making is None:  # a room being made may already be in this sync, before room_create returned
+                await self._adopt_rooms()
+                await self._leave_stray_rooms()
+            await self._invite_again()
+        except (asyncio.CancelledError, MatrixError):
+            raise
+        except Exception:  # the rest of the sync (facts, calls) must go on
+            log.exception("Matrix: looking after the residents' rooms failed; trying again after the next sync")
         if self._without_room() and (self._maker is None or self._maker.done()):
             self._maker = asyncio.ensure_future(self._make_rooms())
 
@@ -976,7 +981,16 @@ class MatrixAdapter:
 
     async def _make_rooms(self) -> None:
         """Make a room for each resident who has none, one at a time, beside the sync loop; a failure is retried
-        with backoff (:data:`~intercom.matrix.retry.MAKE_ROOM`), the core told what the door waits for."""
+        with backoff (:data:`~intercom.matrix.retry.MAKE_ROOM`), the core told what the door waits for. Nothing
+        here ends the door: an unexpected error is logged, and the next sync starts this again."""
+        try:
+            await self._make_rooms_until_done()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Matrix: making the residents' rooms failed; trying again after the next sync")
+
+    async def _make_rooms_until_done(self) -> None:
         while not self._closing:
             todo = self._without_room()
             if not todo:

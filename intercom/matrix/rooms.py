@@ -82,9 +82,10 @@ class KnownRoom:
         return cls(room_id, made, None if invited is None else float(invited))
 
 
-def load_rooms(state_dir: Path) -> dict[str, KnownRoom]:
+def load_rooms(state_dir: Path, *, set_aside: bool = True) -> dict[str, KnownRoom]:
     """The remembered rooms by resident, or {} at first use. A damaged file is kept aside (and {} returned: the
-    door finds the rooms it is still in again from their members)."""
+    door finds the rooms it is still in again from their members); ``set_aside=False`` only reads (for checks
+    made beside a running door, such as ``intercom doctor``), leaving a damaged file where it is."""
     path = Path(state_dir) / ROOMS_FILE
     try:
         data = json.loads(path.read_text())
@@ -97,6 +98,9 @@ def load_rooms(state_dir: Path) -> dict[str, KnownRoom]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
+        if not set_aside:
+            log.warning("Matrix: the file of remembered rooms %s cannot be read (%s)", path, exc)
+            return {}
         aside = path.with_name(path.name + ".damaged")
         log.error("Matrix: the file of remembered rooms %s cannot be read (%s); kept as %s. The door looks for "
                   "the residents' rooms among the rooms it is in", path, exc, aside.name)

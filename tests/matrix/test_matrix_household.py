@@ -144,6 +144,15 @@ def test_the_door_makes_a_room_for_a_resident_without_one_and_a_restart_reuses_i
                              what="the facts of Bob's room")
         assert joined_rooms(homeserver, door) == {room_id}
 
+        # A damaged rooms.json is kept aside; the room of just the door and Bob is found again, none is made.
+        saved.write_text('{"version": 1, "rooms": {"@bob": ')
+        async with running(settings) as (adapter, events):
+            assert rooms_for(events, bob.user_id) == [ResidentRoomChanged(user_id=bob.user_id, room_id=room_id)]
+            assert (tmp_path / "door" / "rooms.json.damaged").exists()
+            assert json.loads(saved.read_text())["rooms"][bob.user_id] == {"room_id": room_id, "made_by_door": True,
+                                                                           "invited_at": None}
+        assert joined_rooms(homeserver, door) == {room_id}
+
     run(main())
 
 

@@ -64,6 +64,7 @@ def test_remembered_rooms_are_written_privately_and_read_back(tmp_path: Path):
 ])
 def test_a_damaged_rooms_file_is_kept_aside(tmp_path: Path, content: str):
     (tmp_path / "rooms.json").write_text(content)
+    assert load_rooms(tmp_path, set_aside=False) == {} and (tmp_path / "rooms.json").exists()  # a check only reads
     assert load_rooms(tmp_path) == {}
     assert (tmp_path / "rooms.json.damaged").read_text() == content and not (tmp_path / "rooms.json").exists()
 
