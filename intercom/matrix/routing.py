@@ -55,7 +55,7 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
     ``event`` is whatever nio produced (typed, ``UnknownEvent``, ``BadEvent``, a decrypted event); ``envelope``
     is the raw event as the server sent it (for an encrypted event: the ``m.room.encrypted`` one). Without an
     envelope, ``event.source`` is used for both. ``device_id``: the sender's device, as authenticated by
-    :meth:`~intercom.matrix.trust.OwnerTrust.sender_device` (never the one the content names).
+    :meth:`~intercom.matrix.trust.HouseholdTrust.sender_device` (never the one the content names).
     ``room_members``: the room's joined and invited members, as the client knows them.
     """
     source = getattr(event, "source", None)
