@@ -34,7 +34,7 @@ from intercom.core import (
     TurnAvailabilityChanged,
 )
 from intercom.matrix import Credential, MatrixAdapter, MatrixSettings
-from intercom.matrix.trust import load_pins
+from intercom.matrix import load_household_pins
 from intercom.media import IceServer, MediaEngine, MediaSettings
 from intercom.orchestrator import Orchestrator, describe_call
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
@@ -139,7 +139,8 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
 
-        self.core = DoorCore(core_settings(config, _random_party_id()), pins=load_pins(state_dir))
+        settings = core_settings(config, _random_party_id())
+        self.core = DoorCore(settings, pins=load_household_pins(state_dir, [r.user_id for r in settings.residents]))
         orchestrator = self.orchestrator = Orchestrator(self.core)
         self.pin_factory = make_pin_factory("mock" if self.simulate else config.panel.pin_factory)
         # gpiozero's thread calls on_press; the panel has already lit the LED.
@@ -149,9 +150,8 @@ class Service:
                                  on_state=orchestrator.media_state, on_candidates=orchestrator.local_candidates)
         kind, secret = config.matrix.read_secret()
         self.matrix = MatrixAdapter(MatrixSettings(
-            homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, room_id=config.matrix.room_id,
-            state_dir=state_dir, device_name=config.matrix.device_name, credential=Credential(kind, secret),
-            owner=config.matrix.owner),
+            homeserver=config.matrix.homeserver, user_id=config.matrix.user_id, residents=settings.residents,
+            state_dir=state_dir, device_name=config.matrix.device_name, credential=Credential(kind, secret)),
             on_event=orchestrator.feed)
 
         stun = [IceServer(urls=(uri,)) for uri in config.network.stun_servers]

@@ -217,7 +217,9 @@ class MatrixAdapter:
         self._accepted: dict[str, float] = {}  # rooms of residents joined in this run → monotonic
         self._warned_unencrypted_rooms: set[str] = set()
         self._undecrypted: deque[_Undecrypted] = deque(maxlen=UNDECRYPTED_KEEP)
-        self._send_lock = asyncio.Lock()
+        #: One send at a time per room, in order (an invite before its candidates); rooms do not wait for each
+        #: other, so a ring group's invites to several residents go out side by side.
+        self._send_locks: dict[str, asyncio.Lock] = {}
         self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
         self._trust = (HouseholdTrust(self._state_dir, settings.resident_ids, timeout=REQUEST_TIMEOUT)
                        if self._residents else None)
@@ -1178,6 +1180,15 @@ class MatrixAdapter:
         """
         return await self.send_event(action.room_id, action.event_type, action.content) is not None
 
+    def _send_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._send_locks.get(room_id)
+        if lock is None:
+            if len(self._send_locks) >= 128:  # forget the locks of rooms not being sent to
+                for other in [r for r, held in self._send_locks.items() if not held.locked()]:
+                    del self._send_locks[other]
+            lock = self._send_locks[room_id] = asyncio.Lock()
+        return lock
+
     async def send_event(self, room_id: str, event_type: str, content: Mapping[str, Any]) -> str | None:
         """Send any room event as :meth:`send` does; returns its event ID, or None if it could not be sent."""
         action = SendCallEvent(room_id=room_id, event_type=event_type, content=content)
@@ -1192,7 +1203,7 @@ class MatrixAdapter:
         waited = 0.0  # time spent sleeping between attempts (what the budget is mostly made of)
         txn = uuid.uuid4().hex
         attempt = 0
-        async with self._send_lock:
+        async with self._send_lock(room_id):
             while True:
                 attempt += 1
                 try:

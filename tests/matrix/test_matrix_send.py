@@ -64,8 +64,8 @@ def adapter_with(tmp_path, stand_in: StandIn) -> MatrixAdapter:
     return adapter
 
 
-def hangup(call_id: str = "zCall") -> SendCallEvent:
-    return SendCallEvent(room_id=ROOM, event_type="m.call.hangup",
+def hangup(call_id: str = "zCall", room_id: str = ROOM) -> SendCallEvent:
+    return SendCallEvent(room_id=room_id, event_type="m.call.hangup",
                          content={"call_id": call_id, "party_id": "DOOR", "version": "1", "reason": "user_hangup"})
 
 
@@ -126,6 +126,29 @@ def test_sends_go_out_one_at_a_time_in_order(tmp_path):
         return order + [c["content"]["call_id"] for c in stand_in.calls]
 
     assert asyncio.run(main()) == ["first started", "calls so far: 1", "first done", "zFirst", "zSecond"]
+
+
+def test_sends_to_another_room_do_not_wait(tmp_path):
+    """A ring group: the invite to one resident's room never waits for a slow send to another's."""
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+
+        async def slow_first() -> RoomSendResponse:
+            await gate.wait()
+            return OK
+
+        stand_in = StandIn(slow_first, OK)
+        adapter = adapter_with(tmp_path, stand_in)
+        first = asyncio.create_task(adapter.send(hangup("zFirst")))
+        await asyncio.sleep(0.01)
+        other = asyncio.create_task(adapter.send(hangup("zOther", room_id="!other:localhost")))
+        assert await asyncio.wait_for(other, 5)  # went out while the first room's send still waits
+        assert not first.done()
+        gate.set()
+        assert await first
+        return [c["content"]["call_id"] for c in stand_in.calls]
+
+    assert asyncio.run(main()) == ["zFirst", "zOther"]
 
 
 def test_send_before_start_is_refused(tmp_path):
