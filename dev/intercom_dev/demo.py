@@ -1,10 +1,11 @@
 """The demo (``bash scripts/demo``): a doorbell press becoming a call with real media, on simulated hardware.
 
-It starts a local Synapse (installed into a cached virtualenv on first use), creates the door's and the owner's
-accounts and their two-person room, runs the door exactly as a user would (``intercom run --simulate``: mock GPIO,
-ALSA file devices, the synthetic camera) and plays the owner's phone with a scripted client (matrix-nio + aiortc).
-The button is pressed, the phone answers, media flows both ways, the phone hangs up; then the phone calls the door
-and the door answers by itself. It prints a timeline in milliseconds and what flowed, and exits 0, or says what
+It starts a local Synapse (installed into a cached virtualenv on first use), creates the door's account and a
+household of two residents (the owner and a partner), each in a two-person room with the door, runs the door exactly
+as a user would (``intercom run --simulate``: mock GPIO, ALSA file devices, the synthetic camera) and plays both
+residents' phones with scripted clients (matrix-nio + aiortc). The button is pressed and rings both phones; the
+owner answers, the partner's phone stops ringing, media flows both ways, the owner hangs up; then the owner's phone
+calls the door and the door answers by itself. It prints a timeline in milliseconds and what flowed, and exits 0, or says what
 failed and exits 1.
 """
 
@@ -82,37 +83,50 @@ async def _demo(out: TextIO, work: Path) -> None:
     tl = Timeline(out)
     tl.say("Starting a local Synapse homeserver (the first run installs it, about 30 s)...")
     server = Homeserver(work / "synapse").start()
-    door = phone = None
+    door = phone = partner = None
     try:
         door_user = server.register_user("door", "door-password")
         owner = server.register_user("owner", "owner-password")
+        mate = server.register_user("partner", "partner-password")
         room_id = server.create_dm_room(owner.access_token, door_user.user_id)
         server.join_room(door_user.access_token, room_id)
-        tl.say(f"Homeserver {server.url}: door {door_user.user_id}, owner {owner.user_id}, room {room_id}")
+        mate_room = server.create_dm_room(mate.access_token, door_user.user_id)
+        server.join_room(door_user.access_token, mate_room)
+        tl.say(f"Homeserver {server.url}: door {door_user.user_id}; residents {owner.user_id} (room {room_id}) and "
+               f"{mate.user_id} (room {mate_room})")
 
         config = write_config(work / "door", homeserver=server.url, user_id=door_user.user_id,
-                              password="door-password", room_id=room_id, owner=owner.user_id)
+                              password="door-password", residents=[
+                                  {"user_id": owner.user_id, "room_id": room_id},
+                                  {"user_id": mate.user_id, "room_id": mate_room}])
         tl.say("Starting the door: intercom run --simulate (mock GPIO, ALSA file devices, synthetic camera)...")
         door = SimulatedDoor(config, work / "door")
         await asyncio.to_thread(door.start)
         phone = Phone(server.url, owner.user_id, "owner-password", room_id, store_dir=work / "phone")
-        await phone.start()
-        tl.say("The door is online and idle; the owner's phone is listening.\n")
+        partner = Phone(server.url, mate.user_id, "partner-password", mate_room, store_dir=work / "partner")
+        await asyncio.gather(phone.start(), partner.start())
+        tl.say("The door is online and idle; both residents' phones are listening.\n")
 
-        tl.say("1. A visitor presses the doorbell")
+        tl.say("1. A visitor presses the doorbell: the door rings both residents at once")
         tl.zero()
         reply = await asyncio.to_thread(door.press)
         tl.now(f"button pressed; the door's LEDs show {reply['led']}")
-        invite = await phone.wait_for("m.call.invite", sender=door_user.user_id)
+        invite, other = await asyncio.gather(phone.wait_for("m.call.invite", sender=door_user.user_id),
+                                             partner.wait_for("m.call.invite", sender=door_user.user_id))
         tl.now(f"the phone rings: m.call.invite {invite['call_id']} (version {invite['version']}, "
                f"lifetime {invite['lifetime']} ms)")
+        tl.now(f"the partner's phone rings too: m.call.invite {other['call_id']} in the partner's room")
         await phone.answer(invite)
         tl.now("the owner answers: m.call.answer sent")
         await phone.wait_for("m.call.select_answer", lambda c: c["call_id"] == invite["call_id"])
         tl.now("the door selects the answer (m.call.select_answer)")
+        await partner.wait_for("m.call.hangup", lambda c: c["call_id"] == other["call_id"])
+        tl.now("the partner's phone stops ringing (m.call.hangup; a notice says who answered)")
         await _flow(tl, phone, door)
         status = await asyncio.to_thread(door.status)
-        tl.now(f"door status: call {status['call_state']}, LEDs {status['led']}")
+        ring = status.get("ring") or {}
+        tl.now(f"door status: call {status['call_state']}, LEDs {status['led']}; the ring rang "
+               f"{', '.join(ring.get('rung') or [])}, answered by {ring.get('answered_by')}")
         await phone.hangup()
         tl.now("the owner hangs up (m.call.hangup)")
         status = await asyncio.to_thread(door.wait_for, lambda s: s["call_state"] == "idle", 15, "the call to end")
@@ -132,8 +146,9 @@ async def _demo(out: TextIO, work: Path) -> None:
         status = await asyncio.to_thread(door.wait_for, lambda s: s["call_state"] == "idle", 15, "the call to end")
         tl.now(f"the door is idle again; {status['last_call']['summary']}")
     finally:
-        if phone is not None:
-            await phone.close()
+        for resident in (phone, partner):
+            if resident is not None:
+                await resident.close()
         if door is not None:
             code = await asyncio.to_thread(door.stop)
             if code not in (0, None):
@@ -144,7 +159,8 @@ async def _demo(out: TextIO, work: Path) -> None:
 def main(out: TextIO = sys.stdout, keep: bool = False) -> int:
     # nio warns about every candidates event without sdpMid (as matrix-js-sdk and the door send): not news here.
     logging.getLogger("nio").setLevel(logging.CRITICAL)
-    print("Doorbell demo: a real homeserver, the door on simulated hardware, a scripted owner's phone\n", file=out)
+    print("Doorbell demo: a real homeserver, the door on simulated hardware, two residents' scripted phones\n",
+          file=out)
     work = Path(tempfile.mkdtemp(prefix="intercom-demo-"))
     try:
         asyncio.run(_demo(out, work))
@@ -152,7 +168,8 @@ def main(out: TextIO = sys.stdout, keep: bool = False) -> int:
         print(f"\nDEMO FAILED: {exc}", file=out)
         print(f"(logs are in {work})", file=out)
         return 1
-    print("\nDemo passed: a press became a call with two-way media, and the owner's call was answered.", file=out)
+    print("\nDemo passed: a press rang both residents and became a call with two-way media for the one who answered, "
+          "and the owner's call was answered.", file=out)
     if not keep:
         import shutil
 
