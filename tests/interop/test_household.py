@@ -189,3 +189,64 @@ async def wait_for_messages(house: Household, name: str, done, timeout: float = 
             return contents
         await asyncio.sleep(0.2)
     raise AssertionError(f"the room of {name} never got what was expected: {contents}")
+
+
+def test_a_resident_without_a_room_gets_one_made_by_the_door_and_the_next_press_rings_them(
+        interop, homeserver, matrix_users, tmp_path, measured):
+    house = Household(homeserver, matrix_users, tmp_path, "alice", "carol", made_by_door=("carol",))
+    carol = house.users["carol"]
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            pages = await clients(browser, house, "alice")
+            pages["carol"] = await browser.client("carol")
+            await pages["carol"].start(homeserver.url, carol, encryption=True)
+            async with running(house, idle=False) as door:
+                started = time.monotonic()
+
+                def carols():
+                    return next(r for r in door.core.household_status() if r["user_id"] == carol.user_id)
+
+                await wait_until(lambda: carols()["room_id"] is not None, "the door to make Carol's room")
+                room = carols()["room_id"]
+                measured["room_made_s"] = round(time.monotonic() - started, 2)
+                assert "waiting for" in (carols()["room_problem"] or "") and carol.user_id in carols()["room_problem"]
+                # What Carol is invited to: private, encrypted, just the two of them, the door in charge.
+                state = homeserver.api("GET", f"/_matrix/client/v3/rooms/{urllib.parse.quote(room, safe='')}/state",
+                                       token=house.door.access_token)
+                kinds = {e["type"]: e for e in state}
+                assert kinds["m.room.encryption"]["content"]["algorithm"] == "m.megolm.v1.aes-sha2"
+                assert kinds["m.room.join_rules"]["content"]["join_rule"] == "invite"
+                members = {e["state_key"]: e["content"]["membership"] for e in state if e["type"] == "m.room.member"}
+                assert members == {house.door.user_id: "join", carol.user_id: "invite"}
+
+                # A press before Carol joined rings Alice alone and says why Carol was not rung.
+                await door.press()
+                alice = await pages["alice"].wait_incoming(sender_room=house.rooms["alice"])
+                assert carol.user_id in door.core.ring_status()["not_rung"]
+                await pages["alice"].reject(alice["callId"])
+                await wait_until(lambda: door.core.state.value == "idle", "the door to be idle")
+
+                homeserver.join_room(carol.access_token, room)  # Carol accepts the invite
+                await wait_until(lambda: carols()["room_problem"] is None, "Carol's room to be usable", timeout=30)
+                await wait_until(lambda: door.core.trust_status(carol.user_id)["trusted_devices"],
+                                 "the door to trust Carol's session", timeout=30)
+                await door.press()
+                ringing = await pages["carol"].wait_incoming(sender_room=room, timeout=30)
+                await pages["carol"].answer(ringing["callId"])
+                await pages["carol"].wait_state(ringing["callId"], "connected", timeout=30)
+                await pages["carol"].live_media(ringing["callId"])
+                await wait_until(lambda: door.core.state.value == "connected", "the door to be connected")
+                assert door.core.ring_status()["answered_by"] == carol.user_id
+                await pages["carol"].hangup(ringing["callId"])
+
+            # A restart reuses the room: no second room is made.
+            async with running(house) as door:
+                await wait_until(lambda: next(r for r in door.core.household_status()
+                                              if r["user_id"] == carol.user_id)["room_problem"] is None,
+                                 "Carol's room to be usable again")
+                assert next(r for r in door.core.household_status() if r["user_id"] == carol.user_id)["room_id"] == room
+                joined = homeserver.api("GET", "/_matrix/client/v3/joined_rooms", token=carol.access_token)
+                assert joined["joined_rooms"] == [room]
+
+    asyncio.run(main())
