@@ -87,7 +87,7 @@ def hardware_for(config: Config, simulate: bool) -> Hardware:
     if simulate:
         prepare_simulated_audio(sim_dir)
     return Hardware(media=media_settings(config, simulate=simulate, sim_dir=sim_dir),
-                    pin_factory="mock" if simulate else config.panel.pin_factory, panel=panel_pins(config.panel))
+                    pin_factory="mock" if simulate else config.panel.pin_factory, panel=panel_pins(config.panel, config.button_pins()))
 
 
 def _pcm(hw: Hardware, capture: bool) -> Any:
@@ -179,19 +179,19 @@ def grab(hw: Hardware) -> tuple[int, int, float]:
     return frame.width, frame.height, float(frame.to_ndarray(format="gray").mean())
 
 
-def claim_pins(hw: Hardware) -> tuple[bool, str]:
-    """Claim every panel pin through the front panel adapter (relay off throughout), read the button's level, and
-    release them. Returns (the button is pressed, the pin factory's name)."""
+def claim_pins(hw: Hardware) -> tuple[list[int], str]:
+    """Claim every panel pin through the front panel adapter (relay off throughout), read each bell button's level,
+    and release them. Returns (the GPIOs of the buttons that read pressed, the pin factory's name)."""
     import gpiozero
 
     from intercom.panel import FrontPanel, make_pin_factory
 
     factory = make_pin_factory(hw.pin_factory)
-    panel = FrontPanel(hw.panel, lambda: None, pin_factory=factory)
+    panel = FrontPanel(hw.panel, lambda button: None, pin_factory=factory)
     try:
         used = factory if factory is not None else gpiozero.Device.pin_factory
-        high = bool(used.pin(hw.panel.button).state)
-        return high != hw.panel.button_pull_up, type(used).__name__
+        pressed = [gpio for gpio in hw.panel.buttons if bool(used.pin(gpio).state) != hw.panel.button_pull_up]
+        return pressed, type(used).__name__
     finally:
         panel.close()
 
@@ -251,14 +251,19 @@ async def check_gpio(hw: Hardware) -> Result:
         return fail("gpio", describe_exception(exc),
                     "check panel.pin_factory and the pin numbers in the config; is this user allowed to use the "
                     "pins (a member of the gpio group)?")
-    pins = (f"button GPIO{p.button}, call LED GPIO{p.call_led}, status LED GPIO{p.status_led}, "
-            f"relay GPIO{p.relay} claimed with {factory}")
-    level = "low" if pressed == p.button_pull_up else "high"
+    buttons = ", ".join(f"GPIO{b}" for b in p.buttons)
+    pins = (f"{'button' if len(p.buttons) == 1 else 'buttons'} {buttons}, call LED GPIO{p.call_led}, status LED "
+            f"GPIO{p.status_led}, relay GPIO{p.relay} claimed with {factory}")
+    pressed_level = "low" if p.button_pull_up else "high"
+    released_level = "high" if p.button_pull_up else "low"
     if pressed:
-        return warn("gpio", f"{pins}; the button reads pressed (GPIO{p.button} {level})",
+        which = ", ".join(f"GPIO{b}" for b in pressed)
+        return warn("gpio", f"{pins}; {'the button reads' if len(p.buttons) == 1 else 'buttons read'} pressed "
+                            f"({which} {pressed_level})",
                     "release the button; if nobody presses it, check its wiring for a short, and "
                     "panel.button_pull_up (true: the button connects the pin to ground)", button_pressed=True)
-    return ok("gpio", f"{pins}; the button reads released (GPIO{p.button} {level})", button_pressed=False)
+    return ok("gpio", f"{pins}; {'the button reads' if len(p.buttons) == 1 else 'the buttons read'} released "
+                      f"({buttons} {released_level})", button_pressed=False)
 
 
 

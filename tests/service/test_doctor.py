@@ -325,10 +325,23 @@ def test_a_missing_sound_device_fails_with_the_setting_to_change(tmp_path):
 def test_a_pressed_button_is_a_warning(monkeypatch, tmp_path):
     cfg = config(state_dir=str(tmp_path))
     hw = doctor_devices.hardware_for(cfg, simulate=True)
-    monkeypatch.setattr(doctor_devices, "claim_pins", lambda hw: (True, "MockFactory"))
+    monkeypatch.setattr(doctor_devices, "claim_pins", lambda hw: ([17], "MockFactory"))
     result = asyncio.run(doctor_devices.check_gpio(hw))
     assert result.status is Status.WARN and "reads pressed (GPIO17 low)" in result.detail
     assert "button_pull_up" in result.fix
+
+
+def test_every_bell_button_is_claimed_and_read(tmp_path):
+    """An apartment panel: doctor claims each button's pin and names the one that reads pressed."""
+    cfg = parse_config({"matrix": {"homeserver": "https://matrix.example.org", "user_id": DOOR,
+                                   "password": "pw-secret", "state_dir": str(tmp_path)},
+                        "residents": [{"user_id": OWNER, "room_id": ROOM}],
+                        "buttons": [{"pin": 17, "name": "Flat 1"}, {"pin": 5, "name": "Flat 2"}],
+                        "panel": {"pin_factory": "mock"}}, check_files=False)
+    hw = doctor_devices.hardware_for(cfg, simulate=True)
+    assert hw.panel.buttons == (17, 5)
+    result = asyncio.run(doctor_devices.check_gpio(hw))
+    assert result.status is Status.OK and "buttons GPIO17, GPIO5" in result.detail and "released" in result.detail
 
 
 # --- the report ---------------------------------------------------------------------------------------------------
