@@ -40,6 +40,8 @@ from intercom.service.config import load_config  # noqa: E402
 from intercom_dev.testbed.door import write_config  # noqa: E402
 from intercom_dev.testbed.synapse import Homeserver  # noqa: E402
 
+from _common import report  # noqa: E402
+
 SIZES = (1, 2, 5)
 PRESSES = 12
 WARM_UP = 2
@@ -159,15 +161,12 @@ async def run(server: Homeserver, work: Path) -> dict:
 
 
 def main() -> None:
-    import json
     import logging
 
     logging.basicConfig(level=logging.CRITICAL)
     work = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
     with Homeserver(work / "synapse") as server:
-        result = {"benchmark": "household", **asyncio.run(run(server, work))}
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+        report({"benchmark": "household", **asyncio.run(run(server, work))})
 
 
 if __name__ == "__main__":

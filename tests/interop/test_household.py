@@ -71,6 +71,15 @@ async def running(household: Household, *, idle: bool = True):
         await asyncio.wait_for(task, 30)
 
 
+async def press_and_ring(door: Service, pages: dict, house: Household) -> tuple[dict, dict]:
+    """Press; both Alice's and Bob's pages ring, each in their own room: their js-sdk calls."""
+    await door.press()
+    alice = await pages["alice"].wait_incoming(sender_room=house.rooms["alice"])
+    bob = await pages["bob"].wait_incoming(sender_room=house.rooms["bob"])
+    assert alice["state"] == bob["state"] == "ringing" and alice["callId"] != bob["callId"]
+    return alice, bob
+
+
 async def clients(browser, household: Household, *names: str) -> dict:
     pages = {}
     for name in names:
@@ -87,10 +96,7 @@ def test_a_press_rings_both_the_first_answer_gets_media_the_other_stops_within_a
         async with open_browser(interop, tmp_path / "browser") as browser:
             pages = await clients(browser, house, "alice", "bob")
             async with running(house) as door:
-                await door.press()
-                alice = await pages["alice"].wait_incoming(sender_room=house.rooms["alice"])
-                bob = await pages["bob"].wait_incoming(sender_room=house.rooms["bob"])
-                assert alice["state"] == bob["state"] == "ringing" and alice["callId"] != bob["callId"]
+                alice, bob = await press_and_ring(door, pages, house)
                 assert sorted(door.core.ring_status()["ringing"]) == sorted(u.user_id for u in house.users.values())
 
                 await pages["alice"].answer(alice["callId"])
@@ -125,9 +131,7 @@ def test_a_decline_by_one_leaves_the_other_ringing(interop, homeserver, matrix_u
         async with open_browser(interop, tmp_path / "browser") as browser:
             pages = await clients(browser, house, "alice", "bob")
             async with running(house) as door:
-                await door.press()
-                alice = await pages["alice"].wait_incoming(sender_room=house.rooms["alice"])
-                bob = await pages["bob"].wait_incoming(sender_room=house.rooms["bob"])
+                alice, bob = await press_and_ring(door, pages, house)
                 await pages["bob"].reject(bob["callId"])
                 await pages["bob"].wait_state(bob["callId"], "ended")
                 await wait_until(lambda: door.core.ring_status()["declined"] == [house.users["bob"].user_id],
