@@ -16,6 +16,29 @@ Design choices, each for a reason:
 - The server runs in its own process group and is stopped by PID, so a Ctrl-C in the terminal does not kill it
   behind the owner's back and a server started by the command line can be stopped by a later command.
 
+MatrixRTC (what Element Call and Element X need of a homeserver; checked against Synapse 1.163):
+
+- Delayed events (MSC4140) are on in every test server: Synapse enables them when ``max_event_delay_duration`` is
+  set (here 24 h; ``max_delayed_events_per_user`` stays at its default 100), and then lists ``org.matrix.msc4140``
+  in ``/versions``' ``unstable_features`` (matrix-js-sdk checks that) and
+  ``capabilities["org.matrix.msc4140.delayed_events"] = {"max_delay_ms", "max_scheduled"}``. Schedule one with the
+  ordinary ``PUT /_matrix/client/v3/rooms/{roomId}/state/{type}/{stateKey}?org.matrix.msc4140.delay=MS`` (the
+  ``unstable`` prefix works too; ``PUT .../send/{type}/{txnId}?org.matrix.msc4140.delay=MS`` for a room event): the
+  answer is ``{"delay_id": ...}`` instead of an event id. Manage it with
+  ``POST /_matrix/client/unstable/org.matrix.msc4140/delayed_events/{delay_id}`` and ``{"action": "restart" |
+  "send" | "cancel"}`` (also ``.../{delay_id}/restart``, ``/send``, ``/cancel`` with an empty body);
+  ``GET .../org.matrix.msc4140/delayed_events`` lists the user's pending ones. These live only under
+  ``unstable/org.matrix.msc4140``, not under ``v3``. A delay beyond the maximum is 400
+  ``ORG.MATRIX.MSC4140_DELAY_TOO_LARGE``.
+- ``rtc_foci`` on :class:`Homeserver` turns on the rest: ``GET
+  /_matrix/client/unstable/org.matrix.msc4143/rtc/transports`` (authenticated; it needs
+  ``experimental_features.msc4143_enabled`` and reads ``matrix_rtc.transports``) answers ``{"rtc_transports":
+  [...]}``; ``/.well-known/matrix/client`` carries ``org.matrix.msc4143.rtc_foci`` (``serve_client_wellknown`` and
+  ``extra_well_known_client_content``); and the listener also serves the ``openid`` resource, i.e. only
+  ``GET /_matrix/federation/v1/openid/userinfo?access_token=...`` → ``{"sub": user_id}`` of the federation API, so
+  a focus (:mod:`intercom_dev.testbed.rtcfocus`) can check the tokens of ``POST
+  /_matrix/client/v3/user/{userId}/openid/request_token``.
+
 Command line (for scripts and humans)::
 
     python -m intercom_dev.testbed.synapse start    [--data-dir DIR] [--port N] [--turn-uri URI ...] [--turn-secret S]
@@ -45,7 +68,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,6 +89,17 @@ LOG_FILE = "homeserver.log"
 OUTPUT_FILE = "synapse.out"  # Synapse's own stdout/stderr: start-up errors land here, not in the log.
 PID_FILE = "synapse.pid"
 URL_FILE = "synapse.url"
+
+#: The longest delay a delayed event may ask for (``max_event_delay_duration``; setting it is what turns MSC4140 on).
+MAX_EVENT_DELAY = "24h"
+#: The ``.well-known/matrix/client`` key under which MatrixRTC clients (Element Call, Element X) look for foci.
+RTC_FOCI_WELL_KNOWN_KEY = "org.matrix.msc4143.rtc_foci"
+#: The MSC4143 endpoint that lists the server's MatrixRTC transports (needs ``experimental_features.msc4143_enabled``).
+RTC_TRANSPORTS_PATH = "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports"
+#: MSC4140: the delay parameter of ``PUT /_matrix/client/v3/rooms/{roomId}/state/{type}/{key}`` (and of ``send``).
+DELAY_PARAMETER = "org.matrix.msc4140.delay"
+#: MSC4140: ``POST`` here plus ``/{delay_id}`` with ``{"action": "restart" | "send" | "cancel"}``; ``GET`` lists them.
+DELAYED_EVENTS_PATH = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events"
 
 # Rate limits high enough that no test ever waits on one. Synapse ignores keys it does not know, so listing
 # more than the current release reads is harmless and keeps us covered when a release adds one.
@@ -294,6 +328,11 @@ class Homeserver:
 
     TURN: pass ``turn_uris`` and ``turn_shared_secret`` (the coturn ``static-auth-secret``) and Synapse hands out
     time-limited credentials at ``/_matrix/client/v3/voip/turnServer``; without them it answers ``{}``.
+
+    MatrixRTC: ``rtc_foci`` (e.g. ``[{"type": "livekit", "livekit_service_url": focus.url}]``) are named both by the
+    MSC4143 transports endpoint and by ``.well-known/matrix/client`` (``org.matrix.msc4143.rtc_foci``), and the
+    client listener also answers ``/_matrix/federation/v1/openid/userinfo`` so the focus can check OpenID tokens.
+    Delayed events (MSC4140) are always on, up to 24 h. See "MatrixRTC" in the module docstring for the paths.
     """
 
     def __init__(
@@ -307,6 +346,7 @@ class Homeserver:
         synapse_python: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         tls: tuple[str | os.PathLike[str], str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        rtc_foci: Sequence[Mapping[str, Any]] = (),
     ):
         if turn_uris and not turn_shared_secret:
             raise ValueError("turn_uris need a turn_shared_secret: without one Synapse hands out no credentials")
@@ -320,6 +360,8 @@ class Homeserver:
         self.turn_uris = list(turn_uris)
         self.turn_shared_secret = turn_shared_secret
         self.turn_user_lifetime = turn_user_lifetime
+        #: The MatrixRTC foci (transports) this server names; empty: no MatrixRTC discovery, no OpenID listener.
+        self.rtc_foci: list[dict[str, Any]] = [dict(focus) for focus in rtc_foci]
         self._synapse_python = Path(synapse_python) if synapse_python else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid: int | None = None
@@ -395,6 +437,9 @@ class Homeserver:
             "suppress_key_server_warning": True,
             "url_preview_enabled": False,
             "enable_metrics": False,
+            # MSC4140 delayed events (a MatrixRTC membership's delayed "leave"): Synapse enables them when a maximum
+            # delay is set; harmless for everything else.
+            "max_event_delay_duration": MAX_EVENT_DELAY,
             **_RATE_LIMITS,
         }
         if self.tls:
@@ -404,6 +449,18 @@ class Homeserver:
                 turn_uris=self.turn_uris,
                 turn_shared_secret=self.turn_shared_secret,
                 turn_user_lifetime=self.turn_user_lifetime,
+            )
+        if self.rtc_foci:
+            foci = [dict(focus) for focus in self.rtc_foci]
+            # The focus checks OpenID tokens at /_matrix/federation/v1/openid/userinfo: the "openid" resource serves
+            # only that federation path, so the server still federates with nobody.
+            config["listeners"][0]["resources"] = [{"names": ["client", "openid"], "compress": False}]
+            # GET .../org.matrix.msc4143/rtc/transports exists only with the experimental flag.
+            config.setdefault("experimental_features", {})["msc4143_enabled"] = True
+            config.update(
+                matrix_rtc={"transports": foci},
+                serve_client_wellknown=True,
+                extra_well_known_client_content={RTC_FOCI_WELL_KNOWN_KEY: foci},
             )
         return config
 
