@@ -1,4 +1,5 @@
-"""The sans-I/O call core: every rule of a 1:1 legacy Matrix call, with no asyncio, network or hardware.
+"""The sans-I/O call core: every rule of the door's calls (legacy ``m.call.*`` and MatrixRTC), with no asyncio,
+network or hardware.
 
 Drive it with :meth:`DoorCore.handle(event, now) <DoorCore.handle>` and re-arm a timer at
 :meth:`DoorCore.next_deadline`. This package imports only the standard library.
@@ -19,6 +20,8 @@ from .actions import (
     PrepareNegotiationAnswer,
     PrepareOffer,
     PressFeedback,
+    RtcAnnounce,
+    RtcConnect,
     SendCallEvent,
     SendNotice,
     SetLeds,
@@ -47,6 +50,9 @@ from .events import (
     OwnerKeysObserved,
     ResidentRoomChanged,
     RoomMembersChanged,
+    RtcAvailabilityChanged,
+    RtcDeclineReceived,
+    RtcMembershipChanged,
     TextMessageReceived,
     TimerDue,
     TrustRequested,

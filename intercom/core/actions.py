@@ -83,6 +83,31 @@ class CloseMedia:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RtcConnect:
+    """Join the LiveKit room of ``room_id``'s call (token from the focus) and publish the door's camera and
+    microphone; report :class:`~intercom.core.events.LocalOfferReady` (outgoing) or
+    :class:`~intercom.core.events.LocalAnswerReady` (incoming), or :class:`~intercom.core.events.MediaFailed`.
+    Media counts as connected once the tracks of ``peer`` (a user ID) arrive."""
+
+    call_id: str
+    room_id: str
+    peer: str
+    direction: Direction
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtcAnnounce:
+    """Publish the door's membership of ``room_id``'s call (with a delayed leave that the homeserver sends if the
+    door stops renewing it); with ``ring``, then send the ring notification mentioning that user, live for
+    ``lifetime_ms``. Leaving again is part of closing the call's media."""
+
+    call_id: str
+    room_id: str
+    ring: str = ""
+    lifetime_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenDoor:
     """Pulse the door-opener relay for ``seconds``: ``by`` asked for it, for the ring of ``call_id``."""
 
@@ -193,6 +218,8 @@ Action = (
     | ApplyAnswer
     | AddRemoteCandidates
     | CloseMedia
+    | RtcConnect
+    | RtcAnnounce
     | OpenDoor
     | SendNotice
     | PostSnapshot

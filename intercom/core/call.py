@@ -37,9 +37,7 @@ from .actions import (
     IceCandidate,
     Ignored,
     PostSnapshot,
-    PrepareAnswer,
     PrepareNegotiationAnswer,
-    PrepareOffer,
 )
 from .errors import LocalCallError
 from .settings import CallTimings
@@ -115,16 +113,24 @@ class Details:
 
 
 class Wire(Protocol):
-    """How a call technology says things to the peer. Each method returns the action that sends it."""
+    """How a call technology prepares its media and says things to the peer. Each method returns the action that
+    does it, or None where the technology has nothing to say (MatrixRTC has no candidates, nor glare)."""
 
-    def invite(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> Action: ...
-    def answer(self, call: Call, *, sdp: str, stream_id: str | None) -> Action: ...
-    def candidates(self, call: Call, candidates: Sequence[Mapping[str, Any]], *, end: bool) -> Action: ...
-    def select(self, call: Call, party: str) -> Action: ...
-    def hangup(self, call: Call, reason: str, *, call_id: str | None = None) -> Action: ...
-    def refuse(self, call: Call, reason: str) -> Action: ...
-    def refuse_other(self, call: Call, call_id: str, *, v1: bool, reason: str) -> Action: ...
-    def negotiate_answer(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> Action: ...
+    def prepare(self, call: Call, *, offer_sdp: str) -> Action: ...
+    def invite(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> Action | None: ...
+    def answer(self, call: Call, *, sdp: str, stream_id: str | None) -> Action | None: ...
+    def candidates(self, call: Call, candidates: Sequence[Mapping[str, Any]], *, end: bool) -> Action | None: ...
+    def select(self, call: Call, party: str) -> Action | None: ...
+    def hangup(self, call: Call, reason: str, *, call_id: str | None = None) -> Action | None: ...
+    def refuse(self, call: Call, reason: str) -> Action | None: ...
+    def refuse_other(self, call: Call, call_id: str, *, v1: bool, reason: str) -> Action | None: ...
+    def negotiate_answer(self, call: Call, *, sdp: str, stream_id: str | None,
+                         lifetime_ms: int) -> Action | None: ...
+
+
+def _put(out: list[Action], action: Action | None) -> None:
+    if action is not None:
+        out.append(action)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -209,15 +215,15 @@ Effect = Callable[[Call, Details, float, list[Action]], None]
 
 
 def prepare_offer(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(PrepareOffer(call_id=call.call_id))
+    out.append(call.wire.prepare(call, offer_sdp=""))
 
 
 def prepare_answer(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(PrepareAnswer(call_id=call.call_id, offer_sdp=d.sdp))
+    out.append(call.wire.prepare(call, offer_sdp=d.sdp))
 
 
 def send_invite(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(call.wire.invite(call, sdp=d.sdp, stream_id=d.stream_id,
+    _put(out, call.wire.invite(call, sdp=d.sdp, stream_id=d.stream_id,
                                 lifetime_ms=int(call.timings.invite_lifetime * 1000)))
 
 
@@ -230,11 +236,11 @@ def post_ring_picture(call: Call, d: Details, now: float, out: list[Action]) -> 
 
 def end_candidates_if_complete(call: Call, d: Details, now: float, out: list[Action]) -> None:
     if d.complete:
-        out.append(call.wire.candidates(call, [], end=True))
+        _put(out, call.wire.candidates(call, [], end=True))
 
 
 def send_answer(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(call.wire.answer(call, sdp=d.sdp, stream_id=d.stream_id))
+    _put(out, call.wire.answer(call, sdp=d.sdp, stream_id=d.stream_id))
     end_candidates_if_complete(call, d, now, out)
     pass_candidates(call, d, now, out)
 
@@ -245,27 +251,27 @@ def apply_answer(call: Call, d: Details, now: float, out: list[Action]) -> None:
     out.append(ApplyAnswer(call_id=call.call_id, answer_sdp=d.sdp))
     pass_candidates(call, Details(), now, out)
     if d.v1 and d.party is not None:
-        out.append(call.wire.select(call, d.party))
+        _put(out, call.wire.select(call, d.party))
 
 
 def select_rejecting_party(call: Call, d: Details, now: float, out: list[Action]) -> None:
     """The caller selects a reject like an answer, so the owner's other devices stop ringing."""
     if d.party is not None:
-        out.append(call.wire.select(call, d.party))
+        _put(out, call.wire.select(call, d.party))
 
 
 def hang_up_rival(call: Call, d: Details, now: float, out: list[Action]) -> None:
     """Our call wins glare; the owner's side drops theirs by the same rule. Their invite was never answered, so it
     is declined as any unanswered invite is: ``m.call.reject`` towards v1 (``d.v1``), ``m.call.hangup`` with
     ``replaced`` towards v0."""
-    out.append(call.wire.refuse_other(call, d.rival_call_id, v1=d.v1, reason="replaced"))
+    _put(out, call.wire.refuse_other(call, d.rival_call_id, v1=d.v1, reason="replaced"))
 
 
 def send_local_candidates(call: Call, d: Details, now: float, out: list[Action]) -> None:
     """Trickle: candidates found after our offer or answer went out follow it."""
     if not d.local and not d.complete:
         return
-    out.append(call.wire.candidates(call, list(d.local), end=d.complete))
+    _put(out, call.wire.candidates(call, list(d.local), end=d.complete))
 
 
 def hold_candidates(call: Call, d: Details, now: float, out: list[Action]) -> None:
@@ -297,7 +303,7 @@ def prepare_negotiation_answer(call: Call, d: Details, now: float, out: list[Act
 
 
 def send_negotiation_answer(call: Call, d: Details, now: float, out: list[Action]) -> None:
-    out.append(call.wire.negotiate_answer(call, sdp=d.sdp, stream_id=d.stream_id,
+    _put(out, call.wire.negotiate_answer(call, sdp=d.sdp, stream_id=d.stream_id,
                                           lifetime_ms=int(call.timings.prepare_timeout * 1000)))
 
 
@@ -315,9 +321,9 @@ class End:
     def __call__(self, call: Call, d: Details, now: float, out: list[Action]) -> None:
         reason = d.reason if self.reason is None else self.reason
         if self.tell and call.state is CallState.ANSWERING:
-            out.append(call.wire.refuse(call, reason))  # an invite we never answered
+            _put(out, call.wire.refuse(call, reason))  # an invite we never answered
         elif self.tell and call.state is not CallState.PREPARING:  # nothing was sent while preparing
-            out.append(call.wire.hangup(call, reason))
+            _put(out, call.wire.hangup(call, reason))
         out.append(CloseMedia(call_id=call.call_id))
         call.summary = CallSummary(
             call_id=call.call_id, direction=call.direction, peer=call.peer, outcome=self.outcome, reason=reason,

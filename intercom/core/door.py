@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
-from . import glare, legacy, messages, notices, policy, trust
+from . import glare, legacy, messages, notices, policy, rtc, trust
 from .actions import (
     Action,
     CallEnded,
@@ -51,7 +51,7 @@ from .actions import (
 from .call import HELD_CANDIDATES, Call, CallInput, Details
 from .commands import Command, argument, parse_command
 from .errors import MalformedCallEvent
-from .household import Resident
+from .household import LEGACY, MATRIXRTC, Resident
 from .events import (
     ButtonPressed,
     CallEventReceived,
@@ -69,6 +69,9 @@ from .events import (
     OwnerKeysObserved,
     ResidentRoomChanged,
     RoomMembersChanged,
+    RtcAvailabilityChanged,
+    RtcDeclineReceived,
+    RtcMembershipChanged,
     TextMessageReceived,
     TimerDue,
     TrustRequested,
@@ -140,11 +143,16 @@ class _Person:
     pins: trust.Pins | None = None
     observed: trust.ObservedKeys | None = None
     verdict: trust.Verdict | None = None
+    #: How they last called the door (``calls = "auto"`` rings them that way).
+    last_technology: str = ""
 
     @property
     def user_id(self) -> str:
         return self.resident.user_id
 
+
+#: MatrixRTC memberships the door keeps per resident room (a hostile client cannot grow memory).
+RTC_MEMBERS = 32
 
 #: Facts about rooms the door keeps (the residents' rooms, and rooms that may become one).
 ROOM_FACTS = 64
@@ -160,6 +168,11 @@ class DoorCore:
         self.settings = settings
         self._new_token = new_token
         self._wire = legacy.LegacyWire(settings.party_id)
+        self._rtc_wire = rtc.RtcWire()
+        #: Whether the homeserver offers a MatrixRTC focus.
+        self._rtc = False
+        #: Live MatrixRTC memberships in the residents' rooms: room ID -> state key -> membership.
+        self._rtc_members: dict[str, OrderedDict[str, rtc.Membership]] = {}
         by_user = pins if isinstance(pins, Mapping) else {settings.owner: pins}
         #: The residents, by user ID, in the order of the config.
         self._people: dict[str, _Person] = {
@@ -246,6 +259,7 @@ class DoorCore:
                 "user_id": r.user_id, "room_id": person.room_id, "room_problem": self._room_problem(person),
                 "answer_calls": r.answer_calls, "open_door": r.open_door,
                 "quiet_hours": str(r.quiet_hours) if r.quiet_hours else None,
+                "calls": r.calls, "rung_by": self.technology(r),
                 "call": call.state.value if call is not None else None,
             })
         return status
@@ -313,6 +327,12 @@ class DoorCore:
                 self._on_press(event, now, out)
             case CallEventReceived():
                 self._on_call_event(event, now, out)
+            case RtcMembershipChanged():
+                self._on_rtc_member(event, now, out)
+            case RtcDeclineReceived():
+                self._on_rtc_decline(event, now, out)
+            case RtcAvailabilityChanged(available=available):
+                self._rtc = available
             case TextMessageReceived():
                 self._on_text(event, now, out)
             case RoomMembersChanged():
@@ -360,11 +380,13 @@ class DoorCore:
 
     # --- calls ---------------------------------------------------------------------------------------------------
 
-    def _new_call(self, call_id: str, direction: Direction, now: float, person: _Person, **peer: object) -> Call:
+    def _new_call(self, call_id: str, direction: Direction, now: float, person: _Person, *,
+                  technology: str = LEGACY, **peer: object) -> Call:
         s = self.settings
         assert person.room_id is not None  # only a resident whose room can carry a call is called or answered
+        wire = self._rtc_wire if technology == MATRIXRTC else self._wire
         call = Call(call_id=call_id, direction=direction, peer=person.user_id, room_id=person.room_id,
-                    wire=self._wire, timings=s.timings, started_at=now, turn=self._turn, **peer)
+                    wire=wire, timings=s.timings, started_at=now, turn=self._turn, **peer)
         self._calls[call_id] = call
         self._result = None
         return call
@@ -467,7 +489,8 @@ class DoorCore:
             problem = "; ".join(unreachable.values()) or "the button rings nobody"
             out.append(PressFeedback(accepted=False, reason=problem))
             return out.append(Ignored(reason=f"press not turned into a call: {problem}"))
-        calls = [self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now, p, label=button.name)
+        calls = [self._new_call(glare.new_call_id(self._new_token()), Direction.OUTGOING, now, p, label=button.name,
+                                technology=self.technology(p.resident))
                  for p in rung]
         # Every picture of this ring is the same still: named after its first call (or a token of its own).
         ring_id = calls[0].call_id if calls else glare.new_call_id(self._new_token())
@@ -603,6 +626,14 @@ class DoorCore:
         self._to_call(event.call_id, what, now, out,
                       Details(sdp=event.sdp, stream_id=event.stream_id, complete=event.candidates_complete),
                       close_unknown=True)
+        call = self._calls.get(event.call_id)
+        if call is not None and call.wire is self._rtc_wire and call.state is CallState.RINGING:
+            # The resident may have joined the room's call already (before our ring went out): that answers it.
+            for key, member in self._rtc_members.get(call.room_id, {}).items():
+                if member.user_id == call.peer and self._rtc_device_problem(self._people[call.peer],
+                                                                            member.device_id) is None:
+                    return self._step(call, CallInput.ANSWER, now, out,
+                                      Details(party=key, detail=f"{member.device_id} was in the call already"))
 
     def _on_media_state(self, event: MediaStateChanged, now: float, out: list[Action]) -> None:
         self._to_call(event.call_id, _MEDIA_INPUTS[event.state], now, out)
@@ -718,6 +749,7 @@ class DoorCore:
             return self._refuse_invite(msg, event, now, out, "user_hangup", (
                 f"refused: the door does not answer calls of {person.user_id} (answer_calls is off for them)"))
 
+        person.last_technology = LEGACY
         call = self._new_call(msg.call_id, Direction.INCOMING, now, person, peer_party=msg.party_id,
                               peer_chosen=True, peer_v1=msg.v1, held=self._pending.pop(msg.call_id, []))
         if s.commands.open_after_owner_call and person.resident.open_door:
@@ -748,9 +780,138 @@ class DoorCore:
             call_id=msg.call_id, direction=Direction.INCOMING, peer=event.sender, outcome=Outcome.REFUSED,
             reason="reject" if msg.v1 else v0_reason, detail=detail, started_at=now, connected_at=None, ended_at=now)))
 
+    # --- MatrixRTC (Element Call) ----------------------------------------------------------------------------------
+
+    def technology(self, resident: Resident) -> str:
+        """How a press rings ``resident`` now (see :attr:`Resident.calls`)."""
+        if resident.calls != "auto":
+            return resident.calls
+        person = self._people.get(resident.user_id)
+        if person is not None and person.last_technology:
+            return person.last_technology
+        return MATRIXRTC if self._rtc else LEGACY
+
+    def _on_rtc_member(self, event: RtcMembershipChanged, now: float, out: list[Action]) -> None:
+        sender = str(event.sender)[:255]
+
+        def ignore(reason: str) -> None:
+            out.append(Ignored(reason=reason, event_type=rtc.MEMBER, sender=sender))
+
+        if event.sender == self.settings.user_id:
+            return ignore("our own membership")
+        if self._seen_before(event.event_id):
+            return ignore(f"event {str(event.event_id)[:80]} was handled already")
+        person = self._people.get(event.sender) if isinstance(event.sender, str) else None
+        if person is None or person.room_id is None or person.room_id != event.room_id:
+            # A stranger's call, or a resident's elsewhere: never joined.
+            return ignore("a call membership of someone who is not a resident, or not in their room with the door")
+        try:
+            found = rtc.parse_membership(event.state_key, event.sender, event.content, age_ms=event.age_ms)
+        except MalformedCallEvent as exc:
+            return ignore(f"malformed: {exc}")
+        members = self._rtc_members.setdefault(person.room_id, OrderedDict())
+        was_member = event.state_key in members
+        member = found if isinstance(found, rtc.Membership) else None
+        if member is not None:
+            members[event.state_key] = member
+            while len(members) > RTC_MEMBERS:
+                members.popitem(last=False)
+        elif found == "left":
+            members.pop(event.state_key, None)
+        call = next((c for c in self._calls.values() if c.peer == person.user_id), None)
+        if call is not None and call.wire is self._rtc_wire:
+            if member is None and found != "left":
+                return ignore(found)
+            if member is not None:
+                problem = self._rtc_device_problem(person, member.device_id)
+                if problem is not None:
+                    self._tell_refused(person, member.device_id, problem, now, out)
+                    return ignore(f"not a session the door trusts: {problem}")
+            moved = rtc.membership_input(call, member, event.state_key)
+            if isinstance(moved, str):
+                return ignore(moved)
+            what, details = moved
+            return self._step(call, what, now, out, dataclasses.replace(details, event_type=rtc.MEMBER,
+                                                                        sender=sender))
+        if member is None:
+            return ignore(found)
+        if was_member:
+            return ignore(f"{member.device_id} was in the call already (the door does not join it again)")
+        self._take_rtc_call(person, member, event, now, out, ignore)
+
+    def _take_rtc_call(self, person: _Person, member: rtc.Membership, event: RtcMembershipChanged, now: float,
+                       out: list[Action], ignore: Callable[[str], None]) -> None:
+        """A resident started (or joined) the call of their room: the door joins when it may answer them."""
+        assert person.room_id is not None
+        lifetime_ms = int(self.settings.timings.invite_lifetime * 1000)
+        if event.age_ms is not None and event.age_ms >= lifetime_ms:
+            return ignore(f"membership is older ({event.age_ms} ms) than a call invite lives; not joined")
+
+        def refuse(why: str) -> None:
+            while self._refusals and now - self._refusals[0] >= 60.0:
+                self._refusals.popleft()
+            if len(self._refusals) >= REFUSALS_PER_MINUTE:
+                return ignore(f"not joined: {why}; not told (over {REFUSALS_PER_MINUTE} refusals a minute)")
+            self._refusals.append(now)
+            assert person.room_id is not None
+            out.append(notices.rtc_not_joined(person.room_id, why))
+            ignore(f"not joined: {why}")
+
+        problem = self._room_problem(person)
+        if problem is not None:
+            return ignore(f"not joined: {problem}")
+        problem = self._rtc_device_problem(person, member.device_id)
+        if problem is not None:
+            self._tell_refused(person, member.device_id, problem, now, out)
+            return ignore(f"not joined: {problem}")
+        crossing = next((c for c in self._calls.values() if c.peer == person.user_id), None)
+        if crossing is not None:
+            # Our legacy call to them is still ringing: their own call replaces it.
+            if not crossing.takes(CallInput.RIVAL_WINS):
+                return refuse("the door is busy with another call")
+            self._step(crossing, CallInput.RIVAL_WINS, now, out,
+                       Details(detail=f"{person.user_id} started a call in the room", v1=True))
+            ring = self._ring
+            if ring is not None and crossing.call_id in ring.calls:
+                ring.answered_by = person.user_id
+            self._end_others(crossing, person.user_id, now, out)
+        elif self._calls:
+            return refuse("the door is busy with another call")
+        elif not person.resident.answer_calls:
+            return refuse(f"the door does not answer calls of {person.user_id} (answer_calls is off for them)")
+        person.last_technology = MATRIXRTC
+        call = self._new_call(f"rtc-{self._new_token()}", Direction.INCOMING, now, person, technology=MATRIXRTC,
+                              peer_party=member.state_key, peer_chosen=True)
+        s = self.settings
+        if s.commands.open_after_owner_call and person.resident.open_door:
+            self._opener = _OpenWindow(call.call_id, {call.call_id}, frozenset({person.user_id}))
+        self._step(call, CallInput.TAKE, now, out, Details(detail=f"{member.device_id} started a call"))
+
+    def _on_rtc_decline(self, event: RtcDeclineReceived, now: float, out: list[Action]) -> None:
+        sender = str(event.sender)[:255]
+
+        def ignore(reason: str) -> None:
+            out.append(Ignored(reason=reason, event_type=rtc.DECLINE, sender=sender))
+
+        if self._seen_before(event.event_id):
+            return ignore(f"event {str(event.event_id)[:80]} was handled already")
+        call = next((c for c in self._calls.values()
+                     if c.peer == event.sender and c.room_id == event.room_id and c.wire is self._rtc_wire), None)
+        if call is None:
+            return ignore("not about a current MatrixRTC call")
+        problem = self._device_problem(self._people[call.peer], event)
+        if problem is not None:
+            return ignore(f"not from a session the door trusts: {problem}")
+        moved = rtc.decline_input(call)
+        if isinstance(moved, str):
+            return ignore(moved)
+        what, details = moved
+        self._step(call, what, now, out, dataclasses.replace(details, event_type=rtc.DECLINE, sender=sender))
+
     # --- trust in the residents' devices -------------------------------------------------------------------------
 
-    def _device_problem(self, person: _Person, event: CallEventReceived | TextMessageReceived) -> str | None:
+    def _device_problem(self, person: _Person,
+                        event: CallEventReceived | TextMessageReceived | RtcDeclineReceived) -> str | None:
         """Why an event from a resident in their room does not count as theirs, or None.
 
         In an encrypted room only encrypted events from a device the door trusts count (see
@@ -761,16 +922,28 @@ class DoorCore:
             return None
         if not event.encrypted:
             return "it was not encrypted, in an encrypted room"
+        return self._session_problem(person, event.device_id)
+
+    def _session_problem(self, person: _Person, device_id: str | None) -> str | None:
+        """Why ``device_id`` of the resident is not trusted, or None."""
         verdict = person.verdict
         if verdict is None:
             return "the door has not read your device keys yet"
         if verdict.identity_problem is not None:
             return f"{verdict.identity_problem} and this is not confirmed on the door yet"
-        if event.device_id is None:
+        if device_id is None:
             return "the session that sent it could not be identified"
-        if event.device_id not in verdict.trusted:
-            return f"the door does not trust the session {str(event.device_id)[:64]}"
+        if device_id not in verdict.trusted:
+            return f"the door does not trust the session {str(device_id)[:64]}"
         return None
+
+    def _rtc_device_problem(self, person: _Person, device_id: str) -> str | None:
+        """Why a MatrixRTC membership of ``device_id`` does not count as the resident's, or None: in an encrypted
+        room only a trusted device's does (the media keys then come Olm-encrypted from that very device)."""
+        room = self._rooms.get(person.room_id) if person.room_id else None
+        if room is None or not room.encrypted:
+            return None
+        return self._session_problem(person, device_id)
 
     def _tell_refused(self, person: _Person, device_id: str | None, why: str, now: float, out: list[Action]) -> None:
         """Tell a resident why a session of theirs was refused: at most every REFUSAL_NOTICE_INTERVAL per session."""

@@ -51,6 +51,40 @@ class CallEventReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RtcMembershipChanged:
+    """An ``org.matrix.msc3401.call.member`` state event arrived (MatrixRTC: a device joined or left the room's
+    call). State events are never encrypted, so nothing in it is authenticated beyond its sender. ``age_ms`` as
+    for :class:`CallEventReceived`; ``content`` exactly as sent."""
+
+    room_id: str
+    sender: str
+    state_key: str
+    content: Mapping[str, Any]
+    age_ms: int | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtcDeclineReceived:
+    """An ``org.matrix.msc4310.rtc.decline`` room event arrived: someone declined a MatrixRTC ring.
+    ``encrypted``/``device_id`` as for :class:`CallEventReceived`."""
+
+    room_id: str
+    sender: str
+    age_ms: int | None = None
+    event_id: str | None = None
+    encrypted: bool = False
+    device_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtcAvailabilityChanged:
+    """Whether the homeserver offers a MatrixRTC focus (LiveKit and its token service) the door can use."""
+
+    available: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class TextMessageReceived:
     """A text message arrived in a room the door is in (a possible command such as ``!open``)."""
 
@@ -216,6 +250,9 @@ class HangupRequested:
 Event = (
     ButtonPressed
     | CallEventReceived
+    | RtcMembershipChanged
+    | RtcDeclineReceived
+    | RtcAvailabilityChanged
     | TextMessageReceived
     | RoomMembersChanged
     | ResidentRoomChanged

@@ -55,6 +55,11 @@ class QuietHours:
         return f"{self.start // 60:02d}:{self.start % 60:02d}-{self.end // 60:02d}:{self.end % 60:02d}"
 
 
+#: How a resident can be rung (see :attr:`Resident.calls`).
+CALL_TECHNOLOGIES = ("auto", "legacy", "matrixrtc")
+LEGACY, MATRIXRTC = "legacy", "matrixrtc"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Resident:
     """One person the door serves, and what they may do.
@@ -64,6 +69,10 @@ class Resident:
     ``answer_calls``: the door answers this resident's calls by itself (they can look at the door at any time).
     ``open_door``: ``!open`` from them opens the door (during and just after a ring that rang them).
     ``quiet_hours``: during these, a ring posts the picture and a notice to them but does not call.
+    ``calls``: how a press rings them: ``"legacy"`` (``m.call.*``: Element Web/Desktop, Element classic, Nheko,
+    FluffyChat), ``"matrixrtc"`` (Element Call: Element X, Element Web's Element Call, Cinny), or ``"auto"``: the
+    technology of their last call to the door, else MatrixRTC when the homeserver offers a MatrixRTC focus, else
+    legacy. Calls from them are taken by either technology whatever this says.
     """
 
     user_id: str
@@ -71,6 +80,11 @@ class Resident:
     answer_calls: bool = True
     open_door: bool = True
     quiet_hours: QuietHours | None = None
+    calls: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.calls not in CALL_TECHNOLOGIES:
+            raise ValueError(f"calls is one of {', '.join(CALL_TECHNOLOGIES)}, not {str(self.calls)[:40]!r}")
 
     def quiet_at(self, minute_of_day: int | None) -> bool:
         """Whether a ring at this local time calls nobody in this resident's room (None: time unknown, not quiet)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import messages
-from .actions import SendCallEvent
+from .actions import PrepareAnswer, PrepareOffer, SendCallEvent
 from .call import Call, CallInput, Details
 from .states import Direction
 
@@ -27,6 +27,11 @@ class LegacyWire:
 
     def _send(self, call: Call, event_type: str, content: dict[str, Any]) -> SendCallEvent:
         return SendCallEvent(room_id=call.room_id, event_type=event_type, content=content)
+
+    def prepare(self, call: Call, *, offer_sdp: str) -> PrepareOffer | PrepareAnswer:
+        if call.direction is Direction.OUTGOING:
+            return PrepareOffer(call_id=call.call_id)
+        return PrepareAnswer(call_id=call.call_id, offer_sdp=offer_sdp)
 
     def invite(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> SendCallEvent:
         return self._send(call, messages.INVITE, messages.invite_content(

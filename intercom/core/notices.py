@@ -114,3 +114,8 @@ def unencrypted_command(room_id: str, word: str) -> SendNotice:
     return SendNotice(room_id=room_id, text=(
         f"Not done: \"{word}\" arrived unencrypted in this encrypted room. The door acts only on encrypted "
         "messages from your sessions it trusts."))
+
+
+def rtc_not_joined(room_id: str, why: str) -> SendNotice:
+    """A resident started an Element Call (MatrixRTC) in their room and the door did not join it."""
+    return SendNotice(room_id=room_id, text=f"The door did not join your call at {TIME}: {why}.")
