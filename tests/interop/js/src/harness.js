@@ -1,6 +1,7 @@
 // The page side of the interop harness: one matrix-js-sdk client (the owner's phone, or a stranger's) with
-// legacy 1:1 calls (MatrixCall), as Element Web/Desktop uses it. Bundled by build.mjs into dist/harness.js and
-// driven from the test process through window.H (see ../../harness.py).
+// legacy 1:1 calls (MatrixCall), as Element Web/Desktop uses it, and MatrixRTC calls as Element Call makes them
+// (rtc.js: js-sdk's MatrixRTC session plus livekit-client, the rtc* methods below). Bundled by build.mjs into
+// dist/harness.js and driven from the test process through window.H (see ../../harness.py).
 //
 // Everything the tests read comes from here: each call's state, its hangup party and reason, the m.call.* events
 // the room carried (decrypted where the room is encrypted), and what arrived over the media path (getStats of
@@ -9,6 +10,8 @@
 
 import * as sdk from "matrix-js-sdk";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
+
+import { makeRtc } from "./rtc.js";
 
 // --- loopback only ---------------------------------------------------------------------------------------------
 // Media stays on 127.0.0.1. Chromium (with --allow-loopback-in-peer-connection) gathers on loopback as well as on
@@ -86,6 +89,9 @@ const log = []; // harness-level notes
 function note(what, detail = {}) {
     log.push({ t: now(), what, ...detail });
 }
+
+// MatrixRTC (Element Call's calls: js-sdk's MatrixRTC session plus livekit-client): the rtc* methods of H, in rtc.js
+const RTC = makeRtc({ getClient: () => client, now, note });
 
 function record(call, direction) {
     let rec = calls.get(call.callId);
@@ -475,6 +481,7 @@ export const H = {
         if (encryption) {
             await client.initRustCrypto({ useIndexedDB: false });
         }
+        RTC.attach(client);
         client.on(CallEventHandlerEvent.Incoming, (call) => {
             note("incoming call", { callId: call.callId, roomId: call.roomId });
             record(call, "inbound");
@@ -597,7 +604,10 @@ export const H = {
 
     ...RAW,
 
+    ...Object.fromEntries(Object.entries(RTC).filter(([name]) => name.startsWith("rtc"))),
+
     async stop() {
+        await RTC.rtcStop();
         for (const rec of rawCalls.values()) rawEnd(rec, "user_hangup", "local");
         for (const rec of calls.values()) {
             if (rec.call.state !== "ended") rec.call.hangup("user_hangup", true);
