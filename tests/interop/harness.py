@@ -2,8 +2,10 @@
 
 :class:`Browser` starts Debian's Chromium with a fresh profile through playwright; each
 :class:`JsClient` is one page, one matrix-js-sdk client logged in as a user (a new device), calling through
-js-sdk's legacy ``MatrixCall`` exactly as Element Web/Desktop does. Every method is a coroutine, so the door can run
-in the same event loop (see ``door.py``). The page-side API is ``js/src/harness.js`` (``window.H``).
+js-sdk's legacy ``MatrixCall`` exactly as Element Web/Desktop does, or through MatrixRTC as Element Call does
+(js-sdk's MatrixRTC session plus livekit-client: the ``rtc_*`` methods, page side ``js/src/rtc.js``). Every
+method is a coroutine, so the door can run in the same event loop (see ``door.py``). The page-side API is
+``js/src/harness.js`` (``window.H``).
 
 The pages' console output and errors go to ``<workdir>/browser.log``, which :meth:`Browser.log_tail` returns for
 failure messages.
@@ -333,3 +335,132 @@ class JsClient:
             assert frames > 0, (first, later)
             later["fps"] = round(frames / seconds, 1)
         return later
+
+    # -- MatrixRTC (Element Call's calls: js-sdk's MatrixRTC session + livekit-client; page side js/src/rtc.js) ------
+
+    async def rtc_join(self, room_id: str, ring: str | bool | None = None, *, intent: str = "video",
+                       discovery: str = "auto", focus_selection: str = "multi_sfu", encrypt: bool | None = None,
+                       open_slot: bool = False, video_height: int = 720, timeout: float = REQUEST_TIMEOUT) -> dict:
+        """Join the room's MatrixRTC call as Element Call does and publish camera and microphone.
+
+        ``ring`` (a user id, or True) makes js-sdk send its ring notification once the membership is in (it
+        mentions the room, not the user: that is js-sdk 43's shape). ``discovery``: ``"auto"`` (the MSC4143
+        transports endpoint, then ``.well-known``), ``"transports"`` or ``"well-known"`` only. ``focus_selection``:
+        ``"multi_sfu"`` (Element Call's default mode) or ``"oldest_membership"`` (its legacy mode). ``encrypt``:
+        media E2EE, by default as the room is encrypted (as Element Call). ``open_slot``: open the room's
+        ``org.matrix.msc4143.rtc.slot`` first (as Element Web does with its slots labs flag).
+        Returns the call (:meth:`rtc_call`) once LiveKit is connected and the tracks are published."""
+        return await self.call("rtcJoin", room_id, {
+            "ring": ring, "intent": intent, "discovery": discovery, "focusSelection": focus_selection,
+            "encrypt": encrypt, "openSlot": open_slot, "videoHeight": video_height}, timeout=timeout)
+
+    async def rtc_leave(self, *, timeout: float = 5.0) -> dict:
+        """Leave the session (js-sdk fires the delayed leave, or sends an empty member event) and LiveKit.
+        Returns ``{t, wall, membershipLeaveSent}``."""
+        return await self.call("rtcLeave", {"timeout": int(timeout * 1000)}, timeout=timeout + 10)
+
+    async def rtc_decline(self, room_id: str, notification_event_id: str) -> str:
+        """Decline a ring as js-sdk does (``org.matrix.msc4310.rtc.decline``); returns the decline's event id."""
+        return await self.call("rtcDecline", room_id, notification_event_id)
+
+    async def rtc_send_notification(self, room_id: str, content: dict) -> str:
+        """Send an ``org.matrix.msc4075.rtc.notification`` of any content by hand; returns its event id."""
+        return await self.call("rtcSendNotification", room_id, content)
+
+    async def rtc_rings(self, room_id: str | None = None) -> list[dict]:
+        """Every ring notification seen (own ones too, ``own``), decrypted: ``eventId``, ``sender``, ``content``,
+        ``originServerTs``, ``t``/``wall`` (page clock / Date.now when seen), ``encrypted``, ``mentionsMe``,
+        ``mentionsRoom``, and js-sdk 43's verdict for this receiver: ``valid`` / ``invalidReason``."""
+        rings = await self.call("rtcRings")
+        return [r for r in rings if room_id is None or r["roomId"] == room_id]
+
+    async def rtc_declines(self) -> list[dict]:
+        return await self.call("rtcDeclines")
+
+    async def rtc_events(self, type_: str | None = None) -> list[dict]:
+        """Raw MatrixRTC events seen (member state, slot, notification, decline), decrypted."""
+        events = await self.call("rtcEvents")
+        return [e for e in events if type_ is None or e["type"] == type_]
+
+    async def rtc_to_device(self) -> list[dict]:
+        """``io.element.call.encryption_keys`` to-device messages received (decrypted content, sender)."""
+        return await self.call("rtcToDevice")
+
+    async def rtc_keys(self) -> list[dict]:
+        """Media keys handed to LiveKit's key provider: ``identity``, ``index``, ``key`` (base64), ``own``."""
+        return await self.call("rtcKeys")
+
+    async def rtc_members(self, room_id: str) -> dict:
+        """js-sdk's memberships of the room's session now (``members``: user, device, memberId,
+        rtcBackendIdentity, transport...), their ``history``, the raw member ``stateEvents`` and the ``slot``."""
+        return await self.call("rtcMembers", room_id)
+
+    async def rtc_call(self) -> dict | None:
+        """The current (or last) call: transport and its source, token claims, LiveKit state, participants and
+        their tracks (``encrypted`` as LiveKit announced them), E2EE errors, ``times`` (page clock and wall)."""
+        return await self.call("rtcCall")
+
+    async def rtc_stats(self) -> dict | None:
+        """:meth:`rtc_call` plus getStats of each remote participant's ``video`` and ``audio`` and the
+        ``outbound`` tracks."""
+        return await self.call("rtcStats")
+
+    async def _rtc_wait(self, probe: Callable[[], Awaitable[Any]], what: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = await probe()
+            if found:
+                return found
+            if time.monotonic() >= deadline:
+                call = await self.call("rtcCall")
+                raise HarnessError(f"[{self.name}] timed out after {timeout:.0f} s waiting for {what}\n"
+                                   f"call: {json.dumps(call, indent=1, default=str)[:6000]}\n"
+                                   f"{self.browser.log_tail()}")
+            await asyncio.sleep(0.1)
+
+    async def wait_rtc_ring(self, room_id: str | None = None, *, sender: str | None = None,
+                            timeout: float = 20.0) -> dict:
+        """Until a ring notification from someone else (``sender`` if given) arrives; returns it."""
+        async def probe():
+            return next((r for r in await self.rtc_rings(room_id) if not r["own"]
+                         and (sender is None or r["sender"] == sender)), None)
+        return await self._rtc_wait(probe, f"a ring notification{f' from {sender}' if sender else ''}", timeout)
+
+    async def wait_rtc_members(self, room_id: str, predicate: Callable[[list[dict]], bool], what: str, *,
+                               timeout: float = 20.0) -> dict:
+        """Until js-sdk's memberships of the room satisfy ``predicate(members)``; returns :meth:`rtc_members`."""
+        async def probe():
+            members = await self.rtc_members(room_id)
+            return members if predicate(members["members"]) else None
+        return await self._rtc_wait(probe, what, timeout)
+
+    async def wait_rtc_frames(self, n: int = 10, *, identity: str | None = None, timeout: float = 30.0) -> dict:
+        """Until a remote participant's (``identity`` if given) video decoded ``n`` frames of non-zero size, as both
+        getStats and the <video> element count them. Returns :meth:`rtc_stats` with ``participant`` set to it."""
+        async def probe():
+            stats = await self.rtc_stats()
+            for p in (stats or {}).get("participants", []):
+                if identity is not None and p["identity"] != identity:
+                    continue
+                video, element = p.get("video") or {}, p.get("element") or {}
+                if video.get("framesDecoded", 0) >= n and video.get("frameWidth", 0) > 0 \
+                        and element.get("videoFrames", 0) >= n:
+                    return {**stats, "participant": p}
+            return None
+        return await self._rtc_wait(probe, f"{n} decoded video frames from {identity or 'a remote participant'}",
+                                    timeout)
+
+    async def wait_rtc_audio(self, *, identity: str | None = None, min_rms: float = 0.01,
+                             timeout: float = 30.0) -> dict:
+        """Until a remote participant's audio carries energy (getStats ``totalAudioEnergy``) and the analyser on the
+        played <audio> heard more than ``min_rms``. Returns :meth:`rtc_stats` with ``participant`` set."""
+        async def probe():
+            stats = await self.rtc_stats()
+            for p in (stats or {}).get("participants", []):
+                if identity is not None and p["identity"] != identity:
+                    continue
+                audio, element = p.get("audio") or {}, p.get("element") or {}
+                if audio.get("totalAudioEnergy", 0) > 0 and element.get("peakRms", 0) > min_rms:
+                    return {**stats, "participant": p}
+            return None
+        return await self._rtc_wait(probe, f"audio from {identity or 'a remote participant'}", timeout)
