@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from intercom.core import notices
+from intercom.core.states import Direction
 from intercom.core import (
     Action,
     AddRemoteCandidates,
@@ -49,6 +50,8 @@ from intercom.core import (
     PrepareNegotiationAnswer,
     PrepareOffer,
     PressFeedback,
+    RtcAnnounce,
+    RtcConnect,
     SendCallEvent,
     SendNotice,
     SetLeds,
@@ -80,6 +83,15 @@ class Media(Protocol):
     async def apply_answer(self, call_id: str, answer_sdp: str) -> None: ...
     async def add_remote_candidates(self, call_id: str, candidates: Sequence[dict]) -> None: ...
     async def answer_renegotiation(self, call_id: str, offer_sdp: str) -> Any: ...
+    async def close(self, call_id: str) -> None: ...
+
+
+class RtcCalls(Protocol):
+    """MatrixRTC calls (see :class:`intercom.rtccalls.RtcCalls`)."""
+
+    def owns(self, call_id: str) -> bool: ...
+    async def connect(self, action: RtcConnect) -> None: ...
+    async def announce(self, action: RtcAnnounce) -> None: ...
     async def close(self, call_id: str) -> None: ...
 
 
@@ -116,6 +128,7 @@ class Orchestrator:
         self._panel: Panel
         self._ice_servers: IceServerSource
         self._snapshots: Pictures | None = None
+        self._rtc: RtcCalls | None = None
         self._on_action = on_action
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -131,10 +144,11 @@ class Orchestrator:
         self.started_at = time.time()
 
     def attach(self, *, signalling: Signalling, media: Media, panel: Panel, ice_servers: IceServerSource,
-               snapshots: Pictures | None = None) -> None:
-        """The adapters the core's actions go to; from now on input is fed to the core."""
+               snapshots: Pictures | None = None, rtc: RtcCalls | None = None) -> None:
+        """The adapters the core's actions go to; from now on input is fed to the core. Without ``rtc``, a
+        MatrixRTC call fails at once (its media cannot be made)."""
         self._signalling, self._media, self._panel = signalling, media, panel
-        self._ice_servers, self._snapshots = ice_servers, snapshots
+        self._ice_servers, self._snapshots, self._rtc = ice_servers, snapshots, rtc
         self._attached = True
 
     # --- input ---------------------------------------------------------------------------------------------------
@@ -227,7 +241,7 @@ class Orchestrator:
             case Ignored(reason=reason, event_type=event_type, sender=sender):
                 log.debug("ignored %s from %s: %s", event_type or "input", sender or "-", reason)
             case PrepareOffer() | PrepareAnswer() | ApplyAnswer() | AddRemoteCandidates() | \
-                    PrepareNegotiationAnswer() | CloseMedia():
+                    PrepareNegotiationAnswer() | CloseMedia() | RtcConnect() | RtcAnnounce():
                 self._queue_media(action)
 
     def _queue_send(self, room_id: str, send: Callable[[], Awaitable[Any]], what: str) -> None:
@@ -309,6 +323,8 @@ class Orchestrator:
 
     async def _close_media(self, call_id: str) -> None:
         try:
+            if self._rtc is not None and self._rtc.owns(call_id):
+                return await self._rtc.close(call_id)
             await self._media.close(call_id)
         except Exception as exc:
             log.warning("closing media of call %s: %s", call_id, exc)
@@ -328,6 +344,17 @@ class Orchestrator:
                 case PrepareNegotiationAnswer(offer_sdp=sdp):
                     desc = await self._media.answer_renegotiation(call_id, sdp)
                     return NegotiationAnswerReady(call_id=call_id, sdp=desc.sdp, stream_id=desc.stream_id)
+                case RtcConnect(direction=direction):
+                    if self._rtc is None:
+                        raise RuntimeError("this door makes no MatrixRTC calls")
+                    await self._rtc.connect(action)
+                    ready = LocalOfferReady if direction is Direction.OUTGOING else LocalAnswerReady
+                    return ready(call_id=call_id, sdp="")
+                case RtcAnnounce():
+                    assert self._rtc is not None
+                    await self._rtc.announce(action)
+                case ApplyAnswer() if self._rtc is not None and self._rtc.owns(call_id):
+                    pass  # MatrixRTC: the resident joined; their tracks make the media connected
                 case ApplyAnswer(answer_sdp=sdp):
                     await self._media.apply_answer(call_id, sdp)
                 case AddRemoteCandidates(candidates=candidates):

@@ -93,6 +93,7 @@ class RtcConnect:
     room_id: str
     peer: str
     direction: Direction
+    focus_url: str = ""  #: the token service of the peer's call ("": the homeserver's focus)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -162,6 +162,8 @@ class Call:
     label: str = ""
     #: The press that started an outgoing call: every picture of that ring is the same still.
     ring_id: str = ""
+    #: MatrixRTC: the LiveKit token service the peer's membership prefers ("": the homeserver's own focus).
+    focus: str = ""
     #: How the call ended, once it has: the summary and the LED it leaves on the panel.
     summary: CallSummary | None = None
     result_led: LedState | None = None

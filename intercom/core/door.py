@@ -881,7 +881,7 @@ class DoorCore:
             return refuse(f"the door does not answer calls of {person.user_id} (answer_calls is off for them)")
         person.last_technology = MATRIXRTC
         call = self._new_call(f"rtc-{self._new_token()}", Direction.INCOMING, now, person, technology=MATRIXRTC,
-                              peer_party=member.state_key, peer_chosen=True)
+                              peer_party=member.state_key, peer_chosen=True, focus=member.focus_url)
         s = self.settings
         if s.commands.open_after_owner_call and person.resident.open_door:
             self._opener = _OpenWindow(call.call_id, {call.call_id}, frozenset({person.user_id}))

@@ -127,7 +127,8 @@ class RtcWire:
     MatrixRTC has no counterpart for (candidates, select_answer, negotiation, glare) says nothing."""
 
     def prepare(self, call: Call, *, offer_sdp: str) -> Action:
-        return RtcConnect(call_id=call.call_id, room_id=call.room_id, peer=call.peer, direction=call.direction)
+        return RtcConnect(call_id=call.call_id, room_id=call.room_id, peer=call.peer, direction=call.direction,
+                          focus_url=call.focus)
 
     def invite(self, call: Call, *, sdp: str, stream_id: str | None, lifetime_ms: int) -> Action:
         return RtcAnnounce(call_id=call.call_id, room_id=call.room_id, ring=call.peer, lifetime_ms=lifetime_ms)

@@ -110,6 +110,7 @@ from intercom.durable import rename_durably
 from . import retry, rooms, routing, session
 from .errors import MatrixError
 from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
+from .rtc import MatrixRtc
 from .rooms import KnownRoom
 from .settings import MatrixSettings, ResidentRoom
 from .trust import HouseholdTrust
@@ -221,6 +222,8 @@ class MatrixAdapter:
         #: other, so a ring group's invites to several residents go out side by side.
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
+        #: MatrixRTC (Element Call): focus, LiveKit token, the door's membership and rings.
+        self.rtc = MatrixRtc(lambda: self._client, send_event=self.send_event)
         self._trust = (HouseholdTrust(self._state_dir, settings.resident_ids, timeout=REQUEST_TIMEOUT)
                        if self._residents else None)
         self._request: asyncio.Task[Any] | None = None
@@ -529,8 +532,12 @@ class MatrixAdapter:
 
         batch: list[CallEventReceived] = []
         texts: list[TextMessageReceived] = []
+        rtc_events: list[Event] = []
         for room_id, info in response.rooms.join.items():
             raw = envelopes.get(room_id, [])
+            for state in getattr(info, "state", ()) or ():  # MatrixRTC memberships from before the timeline
+                if (rtc_event := routing.to_rtc_event(room_id, state, now_ms=synced_now_ms())) is not None:
+                    rtc_events.append(rtc_event)
             for index, event in enumerate(info.timeline.events):
                 envelope = raw[index] if index < len(raw) else None
                 if isinstance(event, MegolmEvent):
@@ -541,6 +548,9 @@ class MatrixAdapter:
                                                   room_members=self._room_members(room_id))
                 if converted is not None:
                     batch.append(converted)
+                elif (rtc_event := routing.to_rtc_event(room_id, event, envelope, now_ms=synced_now_ms(),
+                                                        device_id=device)) is not None:
+                    rtc_events.append(rtc_event)
                 elif (text := routing.to_text_event(room_id, event, envelope, now_ms=synced_now_ms(),
                                                     device_id=device)) is not None:
                     texts.append(text)
@@ -548,6 +558,11 @@ class MatrixAdapter:
                 log.warning("Matrix: more than %d events arrived in %s since the last sync; older ones were skipped",
                             SYNC_FILTER["room"]["timeline"]["limit"], room_id)
         self._forward(batch)
+        for rtc_event in rtc_events:
+            if getattr(rtc_event, "sender", None) != self.settings.user_id:
+                log.info("Matrix: received %s from %s in %s", type(rtc_event).__name__, rtc_event.sender,
+                         rtc_event.room_id)
+                self._emit(rtc_event)
         for text in texts:  # possible owner commands; the core decides (sender, room, age)
             if text.sender != self.settings.user_id:
                 self._emit(text)
@@ -1286,6 +1301,7 @@ class MatrixAdapter:
         if self._request is not None and not self._request.done():
             self._request.cancel()
         await self._turn.close()
+        await self.rtc.close()
         for task in (self._decliner, self._maker):
             if task is not None:
                 task.cancel()

@@ -21,7 +21,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from intercom.core import CallEventReceived, RoomMembersChanged, TextMessageReceived
+from intercom.core import (CallEventReceived, RoomMembersChanged, RtcDeclineReceived, RtcMembershipChanged,
+                           TextMessageReceived)
+from intercom.core import rtc
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,32 @@ def to_core_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None =
         device_id=device_id,
         room_members=room_members,
     )
+
+
+def to_rtc_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,
+                 now_ms: int | None = None, device_id: str | None = None,
+                 ) -> RtcMembershipChanged | RtcDeclineReceived | None:
+    """A MatrixRTC membership (state) or decline (room event) as a core event; None for anything else. ``event``
+    may be a nio event or a raw state event dict (from the sync's ``state`` section)."""
+    source = event if isinstance(event, Mapping) else getattr(event, "source", None)
+    if not isinstance(source, Mapping):
+        return None
+    event_type = source.get("type")
+    outer = envelope if isinstance(envelope, Mapping) else source
+    sender = outer.get("sender") or source.get("sender")
+    event_id = outer.get("event_id") or source.get("event_id")
+    event_id = event_id if isinstance(event_id, str) else None
+    if not isinstance(sender, str):
+        return None
+    if event_type == rtc.MEMBER and isinstance(source.get("state_key"), str):
+        content = source.get("content")
+        return RtcMembershipChanged(room_id=room_id, sender=sender, state_key=source["state_key"],
+                                    content=content if isinstance(content, Mapping) else {},
+                                    age_ms=event_age(source, now_ms), event_id=event_id)
+    if event_type == rtc.DECLINE:
+        return RtcDeclineReceived(room_id=room_id, sender=sender, age_ms=event_age(outer, now_ms), event_id=event_id,
+                                  encrypted=bool(getattr(event, "decrypted", False)), device_id=device_id)
+    return None
 
 
 def to_text_event(room_id: str, event: Any, envelope: Mapping[str, Any] | None = None, *,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
 from intercom.core import CallTimings, CommandSettings
-from intercom.core.household import Button, QuietHours, Resident
+from intercom.core.household import CALL_TECHNOLOGIES, Button, QuietHours, Resident
 
 from . import checks, secretfiles, tomlfile
 from .checks import Checker, ConfigError, ConfigProblem, Invalid, describe, toml
@@ -228,6 +228,9 @@ class _ResidentEntry:
     answer_calls: bool = _setting(True, check=checks.flag)
     open_door: bool = _setting(True, check=checks.flag)
     quiet_hours: QuietHours | None = _setting(None, check=checks.quiet_hours, example='"22:00-07:00"')
+    calls: str = _setting("auto", check=checks.choice(*CALL_TECHNOLOGIES), example='"matrixrtc"',
+                          about="how a press rings them: legacy (Element Web/Desktop, Nheko...), matrixrtc "
+                                "(Element X, Element Call), or auto")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

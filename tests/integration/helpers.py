@@ -16,11 +16,13 @@ from ..support import wait_until  # noqa: F401 (the tests take it from here)
 
 
 class Setup:
-    def __init__(self, homeserver, matrix_users, tmp_path: Path, *, extra: str = "", encrypted: bool = False) -> None:
+    def __init__(self, homeserver, matrix_users, tmp_path: Path, *, extra: str = "", encrypted: bool = False,
+                 preset: str = "private_chat") -> None:
         self.server = homeserver
         self.door = matrix_users("door")
         self.owner = matrix_users("owner")
-        self.room_id = homeserver.create_dm_room(self.owner.access_token, self.door.user_id, encrypted=encrypted)
+        self.room_id = homeserver.create_dm_room(self.owner.access_token, self.door.user_id, encrypted=encrypted,
+                                                 preset=preset)
         homeserver.join_room(self.door.access_token, self.room_id)
         self.tmp = tmp_path
         self.config_path = write_config(tmp_path / "door", homeserver=homeserver.url, user_id=self.door.user_id,

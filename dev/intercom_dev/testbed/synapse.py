@@ -623,13 +623,15 @@ class Homeserver:
         result = self.api("POST", path, body)
         return RegisteredUser(result["user_id"], result["access_token"], result["device_id"])
 
-    def create_dm_room(self, owner_token: str, door_user_id: str, encrypted: bool = False) -> str:
+    def create_dm_room(self, owner_token: str, door_user_id: str, encrypted: bool = False, *,
+                       preset: str = "private_chat") -> str:
         """Create a private direct room owned by ``owner_token``'s user with the door invited; return its ID.
 
         ``encrypted`` turns on Megolm from the first event (``initial_state``), as Element does for a new DM.
-        The door still has to :meth:`join_room`.
+        ``preset="trusted_private_chat"`` makes it as Element's apps make a DM (both members get the creator's
+        power, so either may send call memberships). The door still has to :meth:`join_room`.
         """
-        body: dict[str, Any] = {"preset": "private_chat", "is_direct": True, "invite": [door_user_id]}
+        body: dict[str, Any] = {"preset": preset, "is_direct": True, "invite": [door_user_id]}
         if encrypted:
             body["initial_state"] = [
                 {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}

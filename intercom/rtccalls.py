@@ -1,0 +1,113 @@
+"""MatrixRTC calls as the orchestrator carries them out: the Matrix side (:class:`~intercom.matrix.rtc.MatrixRtc`:
+focus, token, membership, ring) and the LiveKit media (:class:`~intercom.media.livekit.RtcMediaEngine`) of each
+call, put together.
+
+- :class:`~intercom.core.RtcConnect`: find the focus (the peer's, else the homeserver's), get a LiveKit token,
+  connect and publish the door's camera and microphone.
+- :class:`~intercom.core.RtcAnnounce`: publish the door's membership (behind its delayed leave) and, for a ring,
+  the ring notification.
+- Closing a call's media leaves: the LiveKit room first (the media stops at once), then the membership.
+
+Every coroutine raises only :class:`RtcCallError`, which the orchestrator turns into the call's media failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from intercom.core import RtcAnnounce, RtcConnect
+from intercom.errors import IntercomError
+
+log = logging.getLogger(__name__)
+
+
+class RtcCallError(IntercomError):
+    """A MatrixRTC call could not be set up: the message says which step."""
+
+
+class _Signalling(Protocol):
+    async def focus(self) -> str | None: ...
+    async def token(self, room_id: str, focus_url: str) -> tuple[str, str]: ...
+    async def join(self, room_id: str, focus_url: str) -> str | None: ...
+    async def ring(self, room_id: str, user_id: str, membership_event_id: str | None, lifetime_ms: int) -> bool: ...
+    async def open_slot(self, room_id: str, *, encrypted: bool) -> None: ...
+    async def leave(self, room_id: str) -> None: ...
+
+
+class _Media(Protocol):
+    async def connect(self, call_id: str, *, url: str, jwt: str, peer_user: str, e2ee: bool = False) -> None: ...
+    async def close(self, call_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _RtcCall:
+    room_id: str
+    focus_url: str
+    joined: bool = False
+
+
+class RtcCalls:
+    """The door's MatrixRTC calls, by call ID."""
+
+    def __init__(self, signalling: _Signalling, media: _Media, *, encrypted: Any = None) -> None:
+        """``encrypted(room_id) -> bool``: whether the room is end-to-end encrypted (its call media is, then)."""
+        self._signalling, self._media = signalling, media
+        self._encrypted = encrypted or (lambda room_id: False)
+        self._calls: dict[str, _RtcCall] = {}
+
+    def owns(self, call_id: str) -> bool:
+        return call_id in self._calls
+
+    async def available(self) -> bool:
+        """Whether the homeserver names a MatrixRTC focus (never raises)."""
+        try:
+            return await self._signalling.focus() is not None
+        except Exception as exc:
+            log.info("MatrixRTC: no focus: %s", exc)
+            return False
+
+    async def connect(self, action: RtcConnect) -> None:
+        call = self._calls[action.call_id] = _RtcCall(action.room_id, action.focus_url)
+        try:
+            if not call.focus_url:
+                focus = await self._signalling.focus()
+                if focus is None:
+                    raise RtcCallError("the homeserver names no MatrixRTC focus (LiveKit and its token service)")
+                call.focus_url = focus
+            url, jwt = await self._signalling.token(action.room_id, call.focus_url)
+            await self._media.connect(action.call_id, url=url, jwt=jwt, peer_user=action.peer,
+                                      e2ee=bool(self._encrypted(action.room_id)))
+        except RtcCallError:
+            raise
+        except Exception as exc:
+            raise RtcCallError(f"MatrixRTC call {action.call_id}: {exc}") from exc
+
+    async def announce(self, action: RtcAnnounce) -> None:
+        call = self._calls.get(action.call_id)
+        if call is None:
+            raise RtcCallError(f"MatrixRTC call {action.call_id} is not connected")
+        try:
+            if action.ring:
+                await self._signalling.open_slot(call.room_id, encrypted=bool(self._encrypted(call.room_id)))
+            event_id = await self._signalling.join(call.room_id, call.focus_url)
+            call.joined = True
+            if action.ring:
+                await self._signalling.ring(call.room_id, action.ring, event_id, action.lifetime_ms)
+        except Exception as exc:
+            raise RtcCallError(f"MatrixRTC call {action.call_id}: {exc}") from exc
+
+    async def close(self, call_id: str) -> None:
+        """Leave the LiveKit room and the room's call. Idempotent; never raises."""
+        call = self._calls.pop(call_id, None)
+        try:
+            await self._media.close(call_id)
+        except Exception as exc:
+            log.warning("MatrixRTC call %s: closing the media: %s", call_id, exc)
+        if call is not None and call.joined:
+            try:
+                await self._signalling.leave(call.room_id)
+            except Exception as exc:
+                log.warning("MatrixRTC call %s: leaving the call in %s: %s (the delayed leave will end it)",
+                            call_id, call.room_id, exc)
