@@ -526,7 +526,8 @@ class DoorCore:
 
     def _on_members(self, event: RoomMembersChanged, now: float, out: list[Action]) -> None:
         self._rooms[event.room_id] = policy.RoomFacts(joined=frozenset(event.joined), join_rule=event.join_rule,
-                                                      encrypted=bool(event.encrypted))
+                                                      encrypted=bool(event.encrypted),
+                                                      rtc_allowed=bool(event.rtc_allowed))
         self._rooms.move_to_end(event.room_id)
         self._forget_rooms()
         self._check_calls_in(event.room_id, now, out)
@@ -789,6 +790,9 @@ class DoorCore:
         person = self._people.get(resident.user_id)
         if person is not None and person.last_technology:
             return person.last_technology
+        room = self._rooms.get(person.room_id) if person is not None and person.room_id else None
+        if room is not None and not room.rtc_allowed:
+            return LEGACY  # the door may not join calls there (power levels): ring the way it can
         return MATRIXRTC if self._rtc else LEGACY
 
     def _on_rtc_member(self, event: RtcMembershipChanged, now: float, out: list[Action]) -> None:

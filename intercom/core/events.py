@@ -105,6 +105,8 @@ class RoomMembersChanged:
     joined: frozenset[str]
     join_rule: str | None = None
     encrypted: bool = False
+    #: Whether the door may send MatrixRTC call memberships there (the room's power levels).
+    rtc_allowed: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

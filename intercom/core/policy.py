@@ -21,6 +21,7 @@ class RoomFacts:
     joined: frozenset[str]
     join_rule: str | None = None
     encrypted: bool = False
+    rtc_allowed: bool = True
 
 
 def room_problem(facts: RoomFacts | None, *, user_id: str, owner: str,

@@ -763,7 +763,8 @@ class MatrixAdapter:
         ours = self._household_rooms()
         for room_id in sorted(set(client.rooms) | set(ours)):
             room = client.rooms.get(room_id)
-            facts = routing.room_facts(room_id, room, joined=room_id not in self._left)
+            facts = routing.room_facts(room_id, room, joined=room_id not in self._left,
+                                       own_user_id=self.settings.user_id)
             if self._facts.get(room_id) != facts:
                 self._facts[room_id] = facts
                 if room_id in ours:

@@ -333,3 +333,11 @@ def test_no_membership_a_peer_can_send_breaks_the_door(key, content, age):
                                                age_ms=age), 2.0)
     assert not any(isinstance(a, Ignored) and "internal error" in a.reason for a in actions)
     assert core.state in (CallState.RINGING, CallState.CONNECTING)
+
+
+def test_auto_rings_by_legacy_where_the_door_may_not_join_calls():
+    """A room where the door lacks the power to send call memberships (a room made with the private_chat preset)."""
+    core = rtc_door()
+    core.handle(RoomMembersChanged(room_id=ROOMS[ALICE], joined=frozenset({DOOR, ALICE}), rtc_allowed=False), 0.5)
+    actions = core.handle(ButtonPressed(), 1.0)
+    assert of(actions, PrepareOffer) and not of(actions, RtcConnect)
