@@ -31,11 +31,13 @@ from intercom.core import (
     Ignored,
     TrustRequested,
     TrustUpdated,
+    RtcAvailabilityChanged,
     TurnAvailabilityChanged,
 )
 from intercom.matrix import Credential, MatrixAdapter, MatrixSettings
 from intercom.matrix import load_household_pins
 from intercom.media import IceServer, MediaEngine, MediaSettings
+from intercom.media.livekit import RtcMediaEngine
 from intercom.orchestrator import Orchestrator, describe_call
 from intercom.panel import FrontPanel, PanelPins, make_pin_factory
 from intercom.service.config import Config, PanelConfig
@@ -44,12 +46,15 @@ from intercom.service.control import ControlServer
 from intercom.service.process import process_figures
 from intercom.service.systemd import Notifier
 from intercom.service.watchdog import LoopWatchdog, limit_for
+from intercom.rtccalls import RtcCalls
 from intercom.snapshots import Snapshots, SnapshotStore
 
 log = logging.getLogger("intercom")
 
 #: While waiting for the homeserver at start, extend systemd's start timeout by this much, this often.
 START_EXTEND_SECONDS = 60
+#: How often the door asks again whether the homeserver names a MatrixRTC focus (s).
+RTC_RECHECK = 600.0
 START_EXTEND_EVERY = 20
 
 
@@ -159,6 +164,7 @@ class Service:
         #: renewed at every call.
         self.turn_state = "unknown"
         self._turn_check: asyncio.Future | None = None
+        self._rtc_check: asyncio.Future | None = None
 
         async def ice_servers() -> list[IceServer]:
             # The homeserver's TURN list, plus the STUN servers the owner configured (for homeservers without TURN).
@@ -167,12 +173,21 @@ class Service:
             self._set_turn(bool(turn))
             return turn + stun
 
+        # MatrixRTC (Element Call) calls: LiveKit media beside the aiortc engine (one call at a time uses the devices).
+        self.rtc_media = RtcMediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
+                                        on_state=orchestrator.media_state)
+        self.rtc = RtcCalls(self.matrix.rtc, self.rtc_media, encrypted=self.matrix.room_is_encrypted,
+                            keys=self.matrix)
+        self.matrix.on_media_key = self.rtc.media_key
+        #: Whether the homeserver names a MatrixRTC focus: "unknown" until checked after start.
+        self.rtc_state = "unknown"
+
         self.snapshots = Snapshots(self.media, self.matrix,
                                    SnapshotStore(state_dir / "snapshots", config.camera.snapshots_kept,
                                                  config.camera.snapshots_max_mb * 1_000_000),
                                    owner=self.core.settings.owner, ring_pictures=config.camera.ring_picture)
         orchestrator.attach(signalling=self.matrix, media=self.media, panel=self.panel, ice_servers=ice_servers,
-                            snapshots=self.snapshots)
+                            snapshots=self.snapshots, rtc=self.rtc)
         self.control = ControlServer(self.control_path, self._command)
         await self.control.start()
         log.info("intercom starting: door %s, residents %s%s", config.matrix.user_id, ", ".join(
@@ -196,6 +211,7 @@ class Service:
             self.ready.set()
             log.info("ready: homeserver reached")
             self._turn_check = asyncio.ensure_future(self._check_turn())
+            self._rtc_check = asyncio.ensure_future(self._check_rtc())
             await self.matrix.run()
         except asyncio.CancelledError:
             raise
@@ -220,6 +236,19 @@ class Service:
             log.warning("the homeserver offers no TURN server: calls with a phone outside the home network will "
                         "often fail to connect. Ask the homeserver's admin to set up TURN (Synapse: turn_uris), "
                         "or list STUN servers under [network] stun_servers in %s", self.config.path)
+
+    async def _check_rtc(self) -> None:
+        """Ask at start, and again every RTC_RECHECK seconds, whether the homeserver names a MatrixRTC focus: with
+        one, residents with ``calls = "auto"`` are rung by MatrixRTC (Element X can take only that)."""
+        while True:
+            available = await self.rtc.available()
+            state = "available" if available else "none"
+            if state != self.rtc_state:
+                self.rtc_state = state
+                log.info("MatrixRTC: the homeserver %s", "names a focus: Element Call rings are possible" if available
+                         else "names no MatrixRTC focus: residents are rung by legacy calls")
+                self.orchestrator.feed(RtcAvailabilityChanged(available=available))
+            await asyncio.sleep(RTC_RECHECK)
 
     async def _watchdog(self) -> None:
         """Fed by the main loop: if the loop hangs, the pings stop and systemd restarts the service (and before
@@ -257,6 +286,7 @@ class Service:
             "fault": core.fault,
             "relay_active": self.panel.relay_active,
             "turn": self.turn_state,
+            "matrixrtc": self.rtc_state,
             "network_warning": None if self.turn_state != "none" else (
                 "the homeserver offers no TURN server: calls from outside the home network may fail"),
             "last_call": None if last is None else {
@@ -324,14 +354,15 @@ class Service:
         if self.core.state is not CallState.IDLE:
             self.orchestrator.feed(HangupRequested())
         await self.orchestrator.flush(timeout=5)
-        if self._turn_check is not None:
-            tasks = [*tasks, self._turn_check]
+        tasks = [*tasks, *(t for t in (self._turn_check, self._rtc_check) if t is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.orchestrator.close()
         with contextlib.suppress(Exception):
             await self.media.close_all()
+        with contextlib.suppress(Exception):
+            await self.rtc_media.close_all()
         with contextlib.suppress(Exception):
             await self.matrix.close()
         self.panel.close()

@@ -92,6 +92,7 @@ class RtcCalls(Protocol):
     def owns(self, call_id: str) -> bool: ...
     async def connect(self, action: RtcConnect) -> None: ...
     async def announce(self, action: RtcAnnounce) -> None: ...
+    async def answered(self, call_id: str) -> None: ...
     async def close(self, call_id: str) -> None: ...
 
 
@@ -354,7 +355,7 @@ class Orchestrator:
                     assert self._rtc is not None
                     await self._rtc.announce(action)
                 case ApplyAnswer() if self._rtc is not None and self._rtc.owns(call_id):
-                    pass  # MatrixRTC: the resident joined; their tracks make the media connected
+                    await self._rtc.answered(call_id)  # MatrixRTC: the resident joined; their tracks connect it
                 case ApplyAnswer(answer_sdp=sdp):
                     await self._media.apply_answer(call_id, sdp)
                 case AddRemoteCandidates(candidates=candidates):

@@ -33,29 +33,61 @@ class _Signalling(Protocol):
     async def join(self, room_id: str, focus_url: str) -> str | None: ...
     async def ring(self, room_id: str, user_id: str, membership_event_id: str | None, lifetime_ms: int) -> bool: ...
     async def open_slot(self, room_id: str, *, encrypted: bool) -> None: ...
+
+
+class _Keys(Protocol):
+    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int) -> list[str]: ...
     async def leave(self, room_id: str) -> None: ...
 
 
 class _Media(Protocol):
     async def connect(self, call_id: str, *, url: str, jwt: str, peer_user: str, e2ee: bool = False) -> None: ...
     async def close(self, call_id: str) -> None: ...
+    def local_key(self, call_id: str) -> tuple[bytes, int]: ...
+    def set_peer_key(self, call_id: str, participant_identity: str, key: bytes, index: int) -> None: ...
 
 
 @dataclass(slots=True)
 class _RtcCall:
     room_id: str
     focus_url: str
+    peer: str
     joined: bool = False
+    e2ee: bool = False
+    connected: bool = False
+
+
+#: Media keys kept for calls not connected yet (a resident's client sends its key as soon as it sees the door).
+KEPT_KEYS = 32
 
 
 class RtcCalls:
     """The door's MatrixRTC calls, by call ID."""
 
-    def __init__(self, signalling: _Signalling, media: _Media, *, encrypted: Any = None) -> None:
-        """``encrypted(room_id) -> bool``: whether the room is end-to-end encrypted (its call media is, then)."""
-        self._signalling, self._media = signalling, media
+    def __init__(self, signalling: _Signalling, media: _Media, *, encrypted: Any = None,
+                 keys: _Keys | None = None) -> None:
+        """``encrypted(room_id) -> bool``: whether the room is end-to-end encrypted (its call media is, then);
+        ``keys``: sends the door's media key (Olm to-device) in encrypted rooms."""
+        self._signalling, self._media, self._keys = signalling, media, keys
         self._encrypted = encrypted or (lambda room_id: False)
         self._calls: dict[str, _RtcCall] = {}
+        #: Residents' media keys by (room, identity): the latest of each, for calls connected later.
+        self._peer_keys: dict[tuple[str, str], tuple[str, bytes, int]] = {}
+
+    def media_key(self, key: Any) -> None:
+        """A resident's media key arrived (authenticated by the Matrix side): hand it to their call's LiveKit
+        room, now or once it is connected."""
+        self._peer_keys[(key.room_id, key.identity)] = (key.user_id, key.key, key.index)
+        while len(self._peer_keys) > KEPT_KEYS:
+            del self._peer_keys[next(iter(self._peer_keys))]
+        for call_id, call in self._calls.items():
+            if call.room_id == key.room_id and call.peer == key.user_id and call.e2ee and call.connected:
+                self._media.set_peer_key(call_id, key.identity, key.key, key.index)
+
+    def _apply_kept_keys(self, call_id: str, call: _RtcCall) -> None:
+        for (room_id, identity), (user_id, key, index) in self._peer_keys.items():
+            if room_id == call.room_id and user_id == call.peer:
+                self._media.set_peer_key(call_id, identity, key, index)
 
     def owns(self, call_id: str) -> bool:
         return call_id in self._calls
@@ -69,7 +101,8 @@ class RtcCalls:
             return False
 
     async def connect(self, action: RtcConnect) -> None:
-        call = self._calls[action.call_id] = _RtcCall(action.room_id, action.focus_url)
+        call = self._calls[action.call_id] = _RtcCall(action.room_id, action.focus_url, action.peer,
+                                                      e2ee=bool(self._encrypted(action.room_id)))
         try:
             if not call.focus_url:
                 focus = await self._signalling.focus()
@@ -77,8 +110,10 @@ class RtcCalls:
                     raise RtcCallError("the homeserver names no MatrixRTC focus (LiveKit and its token service)")
                 call.focus_url = focus
             url, jwt = await self._signalling.token(action.room_id, call.focus_url)
-            await self._media.connect(action.call_id, url=url, jwt=jwt, peer_user=action.peer,
-                                      e2ee=bool(self._encrypted(action.room_id)))
+            await self._media.connect(action.call_id, url=url, jwt=jwt, peer_user=action.peer, e2ee=call.e2ee)
+            call.connected = True
+            if call.e2ee:
+                self._apply_kept_keys(action.call_id, call)
         except RtcCallError:
             raise
         except Exception as exc:
@@ -93,10 +128,31 @@ class RtcCalls:
                 await self._signalling.open_slot(call.room_id, encrypted=bool(self._encrypted(call.room_id)))
             event_id = await self._signalling.join(call.room_id, call.focus_url)
             call.joined = True
+            if call.e2ee:
+                await self._send_own_key(action.call_id, call)
             if action.ring:
                 await self._signalling.ring(call.room_id, action.ring, event_id, action.lifetime_ms)
         except Exception as exc:
             raise RtcCallError(f"MatrixRTC call {action.call_id}: {exc}") from exc
+
+    async def _send_own_key(self, call_id: str, call: _RtcCall) -> None:
+        """The door's media key, to the resident's devices the trust rules give keys to (and nobody else: only they
+        can see and hear the door)."""
+        key, index = self._media.local_key(call_id)
+        reached = await self._keys.send_media_key(call.room_id, call.peer, key, index) if self._keys else []
+        if not reached:
+            raise RtcCallError(f"the door's media key reached no trusted device of {call.peer}")
+        log.info("MatrixRTC call %s: media key %d sent to %s (%s)", call_id, index, call.peer, ", ".join(reached))
+
+    async def answered(self, call_id: str) -> None:
+        """The resident joined the call the door rang them in: in an encrypted room they get the door's media key
+        again (js-sdk takes keys only from members of a session it is in)."""
+        call = self._calls.get(call_id)
+        if call is not None and call.e2ee and call.joined:
+            try:
+                await self._send_own_key(call_id, call)
+            except Exception as exc:
+                raise RtcCallError(f"MatrixRTC call {call_id}: {exc}") from exc
 
     async def close(self, call_id: str) -> None:
         """Leave the LiveKit room and the room's call. Idempotent; never raises."""

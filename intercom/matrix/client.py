@@ -111,6 +111,8 @@ from . import retry, rooms, routing, session
 from .errors import MatrixError
 from .retry import TRANSIENT_EXCEPTIONS, Failure, request_json
 from .rtc import MatrixRtc
+from . import rtckeys
+from .rtckeys import MediaKey
 from .rooms import KnownRoom
 from .settings import MatrixSettings, ResidentRoom
 from .trust import HouseholdTrust
@@ -164,9 +166,13 @@ class _NioClient(AsyncClient):
     decrypted form (which loses ``unsigned.age``)."""
 
     envelopes: dict[str, list[Mapping[str, Any]]]
+    #: Called before a sync's to-device messages are decrypted: installs the MatrixRTC media-key hook.
+    before_sync: Callable[[Any], None] | None = None
 
     async def receive_response(self, response: Any) -> None:
         if isinstance(response, SyncResponse):
+            if self.before_sync is not None:
+                self.before_sync(self)
             self.envelopes = {
                 room_id: [getattr(e, "source", {}) for e in info.timeline.events]
                 for room_id, info in response.rooms.join.items()
@@ -224,6 +230,10 @@ class MatrixAdapter:
         self._turn = TurnSource(lambda: self._client, timeout=REQUEST_TIMEOUT)
         #: MatrixRTC (Element Call): focus, LiveKit token, the door's membership and rings.
         self.rtc = MatrixRtc(lambda: self._client, send_event=self.send_event)
+        #: The creators of rooms the door is in (room version 12 gives them every power).
+        self._creators: dict[str, frozenset[str]] = {}
+        #: Gets each resident's MatrixRTC media key (Olm-encrypted to-device, from a checked device).
+        self.on_media_key: Callable[[MediaKey], None] | None = None
         self._trust = (HouseholdTrust(self._state_dir, settings.resident_ids, timeout=REQUEST_TIMEOUT)
                        if self._residents else None)
         self._request: asyncio.Task[Any] | None = None
@@ -444,6 +454,7 @@ class MatrixAdapter:
         client = _NioClient(self._homeserver, self.settings.user_id, device_id=device_id or "",
                             store_path=str(crypto), config=config)
         client.envelopes = {}
+        client.before_sync = self._hook_media_keys
         return client
 
     # --- the sync loop -----------------------------------------------------------------------------------------
@@ -519,6 +530,7 @@ class MatrixAdapter:
         """Everything one sync brings, in the order the module docstring gives."""
         client = self._require_client()
         envelopes, client.envelopes = client.envelopes, {}
+        self._note_creators(response)
         await self._handle_invites(response)
         self._left.update(response.rooms.leave)
         self._left.difference_update(response.rooms.join)
@@ -764,7 +776,7 @@ class MatrixAdapter:
         for room_id in sorted(set(client.rooms) | set(ours)):
             room = client.rooms.get(room_id)
             facts = routing.room_facts(room_id, room, joined=room_id not in self._left,
-                                       own_user_id=self.settings.user_id)
+                                       own_user_id=self.settings.user_id, creators=self._creators.get(room_id))
             if self._facts.get(room_id) != facts:
                 self._facts[room_id] = facts
                 if room_id in ours:
@@ -1281,6 +1293,46 @@ class MatrixAdapter:
         if not isinstance(response, UploadResponse):
             raise MatrixError(f"uploading {filename} failed: {response}")
         return response.content_uri, keys
+
+    def _note_creators(self, response: SyncResponse) -> None:
+        """Who created each room (the sender and ``additional_creators`` of ``m.room.create``): in room version 12
+        they have every power without being listed in the power levels, which nio does not know."""
+        for room_id, info in response.rooms.join.items():
+            for event in [*(getattr(info, "state", ()) or ()), *info.timeline.events]:
+                source = getattr(event, "source", None)
+                if isinstance(source, Mapping) and source.get("type") == "m.room.create":
+                    content = source.get("content") if isinstance(source.get("content"), Mapping) else {}
+                    extra = content.get("additional_creators")
+                    self._creators[room_id] = frozenset(
+                        [str(source.get("sender"))] + ([str(u) for u in extra] if isinstance(extra, list) else []))
+
+    # --- MatrixRTC media keys ------------------------------------------------------------------------------------
+
+    def _hook_media_keys(self, client: Any) -> None:
+        trust = self._trust
+        if trust is None:
+            return  # (tests of the adapter alone: no checked devices, so no media key could count)
+        rtckeys.install(client, trust.olm_sender_device, self._media_key)
+
+    def _media_key(self, key: MediaKey) -> None:
+        log.info("MatrixRTC: media key %d of %s for %s", key.index, key.identity, key.room_id)
+        if self.on_media_key is not None:
+            self.on_media_key(key)
+
+    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int) -> list[str]:
+        """Send the door's media key for ``room_id``'s call to ``user_id``'s devices that the trust rules give keys
+        to; returns the devices reached. Never raises."""
+        client, trust = self._client, self._trust
+        if client is None or trust is None or client.olm is None:
+            return []
+        identity = f"{client.user_id}:{client.device_id}"
+        try:
+            return await rtckeys.send(client, user_id, trust.key_holders(user_id),
+                                      rtckeys.key_content(room_id, identity, client.device_id, key, index))
+        except Exception as exc:
+            log.warning("MatrixRTC: could not send the door's media key to %s: %s: %s", user_id,
+                        type(exc).__name__, exc)
+            return []
 
     def room_is_encrypted(self, room_id: str) -> bool:
         room = self._client.rooms.get(room_id) if self._client is not None else None

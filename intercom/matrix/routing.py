@@ -164,8 +164,8 @@ def joined_members(room: Any) -> frozenset[str]:
     return frozenset(user_id for user_id, user in room.users.items() if not getattr(user, "invited", False))
 
 
-def room_facts(room_id: str, room: Any | None, *, joined: bool = True,
-               own_user_id: str | None = None) -> RoomMembersChanged:
+def room_facts(room_id: str, room: Any | None, *, joined: bool = True, own_user_id: str | None = None,
+               creators: frozenset[str] | None = None) -> RoomMembersChanged:
     """The core's view of a room: its joined members and join rule. ``room`` None or ``joined=False`` (the door
     is not in it) gives no members, which the core reads as "the door has not joined"."""
     if room is None or not joined:
@@ -174,11 +174,17 @@ def room_facts(room_id: str, room: Any | None, *, joined: bool = True,
     return RoomMembersChanged(room_id=room_id, joined=joined_members(room),
                               join_rule=join_rule if isinstance(join_rule, str) else None,
                               encrypted=getattr(room, "encrypted", False) is True,
-                              rtc_allowed=rtc_allowed(room, own_user_id))
+                              rtc_allowed=rtc_allowed(room, own_user_id, creators or frozenset()))
 
 
-def rtc_allowed(room: Any, user_id: str | None) -> bool:
+#: Room versions whose creators have every power without being in the power levels (MSC4289).
+CREATORS_PRIVILEGED = frozenset({"12", "org.matrix.hydra.11"})
+
+
+def rtc_allowed(room: Any, user_id: str | None, creators: frozenset[str] = frozenset()) -> bool:
     """Whether ``user_id`` may send MatrixRTC call memberships in a nio room (True when it cannot be told)."""
+    if user_id in creators and getattr(room, "room_version", None) in CREATORS_PRIVILEGED:
+        return True
     levels = getattr(room, "power_levels", None)
     if user_id is None or levels is None or not hasattr(levels, "can_user_send_state"):
         return True

@@ -54,10 +54,13 @@ def _room(room_id: str) -> str:
     return quote(room_id, safe="")
 
 
-def membership_content(device_id: str, room_id: str, focus_url: str, *, intent: str = "video") -> dict[str, Any]:
-    """The door's membership of a room's call, as js-sdk's session membership form has it."""
+def membership_content(user_id: str, device_id: str, room_id: str, focus_url: str, *,
+                       intent: str = "video") -> dict[str, Any]:
+    """The door's membership of a room's call, as js-sdk's session membership form has it (``membershipID``: the
+    LiveKit identity, which media keys name)."""
     return {
         "application": rtc.APPLICATION, "call_id": "", "scope": "m.room", "device_id": device_id,
+        "membershipID": f"{user_id}:{device_id}",
         "focus_active": {"type": "livekit", "focus_selection": "oldest_membership"},
         "foci_preferred": [{"type": "livekit", "livekit_service_url": focus_url, "livekit_alias": room_id}],
         "created_ts": int(time.time() * 1000), "expires": MEMBERSHIP_EXPIRES_MS, "m.call.intent": intent,
@@ -177,7 +180,7 @@ class MatrixRtc:
             delay_id = None
             log.warning("MatrixRTC: the homeserver keeps no delayed leave (HTTP %s): if the door stops suddenly, "
                         "its membership of the call in %s stays until it expires", status, room_id)
-        status, body = await self._request("PUT", path, membership_content(client.device_id, room_id, focus_url))
+        status, body = await self._request("PUT", path, membership_content(client.user_id, client.device_id, room_id, focus_url))
         if status != 200:
             if delay_id is not None:
                 await self._delayed(delay_id, "cancel")

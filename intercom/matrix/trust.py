@@ -302,6 +302,18 @@ class HouseholdTrust:
                         str(dict(failures))[:300])
         return observed
 
+    def key_holders(self, user_id: str) -> frozenset[str]:
+        """The resident's devices that get the door's keys (room keys, MatrixRTC media keys)."""
+        return self._key_holders.get(user_id, frozenset())
+
+    def olm_sender_device(self, sender: str, sender_key: str, ed25519: Any) -> str | None:
+        """The resident's device behind an Olm message from ``sender_key`` that claims ``ed25519``, among the
+        devices whose keys the door read and checked; None when none matches both keys."""
+        for device_id, (ed, curve) in (self._devices.get(sender) or {}).items():
+            if curve == sender_key and ed == ed25519:
+                return device_id
+        return None
+
     def sender_device(self, client: Any, room_id: str, event: Any) -> str | None:
         """The resident's device that encrypted ``event`` (a decrypted nio event), or None when the sender is not a
         resident or no checked device of theirs matches the keys of the Megolm session behind it."""
