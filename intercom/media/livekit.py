@@ -306,7 +306,10 @@ class RtcMediaEngine:
         when someone leaves, so that they cannot decrypt what follows). Returns it, to be sent to those who stay."""
         call = self._e2ee_call(call_id, joined=True)
         key, index = secrets.token_bytes(KEY_BYTES), (call.key_index + 1) % KEY_RING_SIZE
-        self._use_own_key(call, key, index)
+        try:
+            self._use_own_key(call, key, index)
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: rotating the door's media key failed: {exc}") from exc
         return key, index
 
     def set_peer_key(self, call_id: str, participant_identity: str, key: bytes, index: int) -> None:
@@ -660,6 +663,11 @@ class RtcMediaEngine:
     def _on_reconnected(self, call: _RtcCall) -> None:
         logger.info("call %s: LiveKit reconnected", call.call_id)
         call.reconnecting = False
+        # After a full reconnect the peer's tracks are announced again while the session is still being rebuilt, and a
+        # subscription asked for then is dropped ("no confirmed transport"): ask again now.
+        for participant in list(call.room.remote_participants.values()):
+            for publication in list(participant.track_publications.values()):
+                self._on_published(call, publication, participant)
         self._update_state(call)
 
     def _on_disconnected(self, call: _RtcCall, reason: Any) -> None:

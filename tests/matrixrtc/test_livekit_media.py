@@ -8,10 +8,15 @@ door's video and audio, and with E2EE derives its keys with HKDF as Element Call
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import secrets
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,7 @@ from intercom_dev.measure import peak_frequency, tone
 from intercom_dev.media import StateLog, loopback_settings, read_raw, use_alsa_file_devices, write_raw
 from intercom_dev.testbed.livekit import LiveKitServer, LiveKitUnavailable, ensure_livekit
 
-from .test_livekit_server import access_token
+from .test_livekit_server import _b64, access_token
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +59,22 @@ def server(tmp_path):
 
 def _token(server, identity: str) -> str:
     return access_token(server.api_key, server.api_secret, ROOM, identity)
+
+
+def _remove_participant(server, identity: str) -> None:
+    """Have the server remove a participant (its RoomService API, with a room-admin token)."""
+    now = int(time.time())
+    claims = {"iss": server.api_key, "sub": "test-admin", "nbf": now - 10, "exp": now + 600,
+              "video": {"room": ROOM, "roomAdmin": True}}
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing = f"{header}.{_b64(json.dumps(claims).encode())}"
+    token = f"{signing}.{_b64(hmac.new(server.api_secret.encode(), signing.encode(), hashlib.sha256).digest())}"
+    request = urllib.request.Request(
+        f"{server.http_url}/twirp/livekit.RoomService/RemoveParticipant",
+        data=json.dumps({"room": ROOM, "identity": identity}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 200
 
 
 def _door(tmp_path: Path, log: StateLog, **overrides) -> RtcMediaEngine:
@@ -97,11 +118,12 @@ class Peer:
     def set_key(self, identity: str, key: bytes, index: int) -> None:
         self.room.e2ee_manager.key_provider.set_key(identity, key, index)
 
-    async def publish_tone(self, frequency: float) -> None:
+    async def publish_tone(self, frequency: float) -> str:
+        """Publish a microphone track playing a tone; returns its sid."""
         rtc = self.rtc
         source = rtc.AudioSource(48000, 1)
         track = rtc.LocalAudioTrack.create_audio_track("microphone", source)
-        await self.room.local_participant.publish_track(
+        publication = await self.room.local_participant.publish_track(
             track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         signal = tone(frequency, 1.0, amplitude=0.3)
 
@@ -113,6 +135,7 @@ class Peer:
                 await source.capture_frame(rtc.AudioFrame(chunk.astype(np.int16).tobytes(), 48000, 1, 960))
 
         self._tasks.append(asyncio.ensure_future(run()))
+        return publication.sid
 
     def _on_track(self, track, publication, participant) -> None:
         rtc = self.rtc
@@ -262,6 +285,45 @@ def test_e2ee_with_hkdf_keys_exchanged_decodes_and_a_wrong_key_does_not(server, 
     assert abs(peak_frequency(phone.heard(DOOR)) - DOOR_TONE) < 5
     tail = read_raw(tmp_path / "door_out.raw")[-48000 * 2:]
     assert _rms(tail) > 1000 and abs(peak_frequency(tail) - PHONE_TONE) < 5
+
+
+def test_the_peers_tracks_going_a_reconnect_and_losing_the_server_are_reported(server, tmp_path):
+    """``disconnected`` while the owner has no track (it stays in the room) and while LiveKit reconnects,
+    ``connected`` again when it is back, ``failed`` once the room is gone for good."""
+
+    async def scenario():
+        from livekit import rtc
+
+        log = StateLog()
+        door = _door(tmp_path, log)
+        await door.connect("c5", url=server.url, jwt=_token(server, DOOR), peer_user=OWNER)
+        phone = await Peer(PHONE).join(server)
+        sid = await phone.publish_tone(PHONE_TONE)
+        await log.wait("c5", "connected")
+        await phone.room.local_participant.unpublish_track(sid)
+        await log.wait("c5", "disconnected")
+        assert door.participants("c5") == [PHONE]
+        await phone.publish_tone(PHONE_TONE)
+        await _until(lambda: log.events.count(("c5", "connected")) == 2, what="connected again")
+
+        await door._calls["c5"].room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await _until(lambda: log.events.count(("c5", "disconnected")) == 2, what="disconnected while reconnecting")
+        await _until(lambda: log.events.count(("c5", "connected")) == 3, what="connected after the reconnect")
+        before = (tmp_path / "door_out.raw").stat().st_size
+        await asyncio.sleep(2)
+        played = read_raw(tmp_path / "door_out.raw")[before // 2:]
+        assert _rms(played[-48000:]) > 1000, "the speaker went silent after the reconnect"
+
+        await phone.leave()
+        await asyncio.to_thread(_remove_participant, server, DOOR)  # the room is lost for good (as when the SFU
+        await log.wait("c5", "failed")                             # goes away, which the SDK takes 35 s to accept)
+        await door.close("c5")
+        return log
+
+    log = asyncio.run(scenario())
+    states = [state for call_id, state in log.events]
+    assert states == ["connected", "disconnected", "connected", "disconnected", "connected", "disconnected",
+                      "failed", "closed"]
 
 
 def test_close_is_idempotent_releases_the_devices_and_leaves_the_room(server, tmp_path):
