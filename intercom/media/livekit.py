@@ -17,6 +17,9 @@ What it decides:
   who never joins never holds the microphone or the camera (as the aiortc engine opens them only once connected).
 - E2EE follows Element Call: per-participant keys (no shared key), HKDF key derivation, the default ratchet salt,
   a ratchet window of 10 and a key ring of 256 (see :func:`_e2ee_options`).
+- Video is one VP8 encoding (no simulcast) of the camera's raw frames, or, with ``video_codec="H264"``, the camera's
+  own H.264 as it is (the Pi 4's hardware encoder; not with E2EE, see ``RtcMediaEngine``). The microphone goes to
+  an unbuffered audio source, so the sound card's clock paces it and nothing queues up in front of the encoder.
 
 ``livekit`` is imported only inside this module's functions, so importing :mod:`intercom.media` does not load the
 native library on a door that never makes a MatrixRTC call.
@@ -42,7 +45,7 @@ from aiortc.mediastreams import MediaStreamError
 from .aec import EchoCanceller, create_echo_canceller
 from .alsa import AlsaError, PcmConfig
 from .audio import AudioTap, MicrophoneTrack, SpeakerSink
-from .camera import Camera, CameraConfig, create_camera
+from .camera import Camera, CameraConfig, EncodedFrame, create_camera
 from .errors import MediaError
 from .settings import MediaSettings
 
@@ -62,6 +65,8 @@ RATCHET_SALT = b"LKFrameEncryptionKey"
 "livekit-client's default salt (``SALT`` in ``src/e2ee/constants.ts``); Element Call does not change it."
 FAILURE_TOLERANCE = 10
 "livekit-client's ``DECRYPTION_FAILURE_TOLERANCE``: consecutive failures before a key is taken as invalid."
+VIDEO_CODECS = ("VP8", "H264")
+"How the camera is published: raw frames that LiveKit encodes to VP8, or the camera's own H.264."
 CONNECT_TIMEOUT = 20.0
 "Seconds ``connect`` may take in all (the SDK's own timeout is per signalling attempt)."
 
@@ -204,6 +209,7 @@ class _RtcCall:
     camera: Camera | None = None
     video_source: Any = None  #: livekit.rtc.VideoSource
     camera_started: bool = False
+    video_encoded: bool = False  #: the camera's own H.264 is published (else raw frames that LiveKit encodes)
     remote_audio: RemoteAudio | None = None
     speaker: SpeakerSink | None = None
     speaker_task: asyncio.Task | None = None
@@ -228,6 +234,7 @@ class RtcMediaEngine:
         camera_factory: CameraFactory | None = None,
         audio_tap: AudioTapFactory | None = None,
         freeze_gc: bool = True,
+        video_codec: str = "VP8",
     ) -> None:
         """
         :param on_state: ``(call_id, state)`` with ``"connected"`` (the peer user is in the room and sends media),
@@ -237,7 +244,15 @@ class RtcMediaEngine:
         :param audio_tap: makes an :class:`AudioTap` per call, to observe audio at the ALSA boundary.
         :param freeze_gc: ``gc.freeze()`` when the speaker starts, undone once the last call is closed (as
             :class:`~intercom.media.engine.MediaEngine` does, for the same reason: short collector pauses).
+        :param video_codec: ``"VP8"``: the camera's raw frames, encoded by LiveKit (what livekit-client publishes by
+            default, so every Element Call client decodes it; 0.35-0.45 cores more at 720p30 on the x86 test VM).
+            ``"H264"``: the camera's own H.264 (the Pi 4's hardware encoder) published as it is, without re-encoding
+            (about 0.01 cores); every receiver must then decode H.264. Not with E2EE (livekit 1.2.0 sends such a
+            track undecodable when it is encrypted): E2EE calls fall back to VP8.
         """
+        if video_codec not in VIDEO_CODECS:
+            raise ValueError(f"video_codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}")
+        self._video_codec = video_codec
         self._settings = settings
         self._on_state = on_state
         self._camera_factory = camera_factory
@@ -441,14 +456,27 @@ class RtcMediaEngine:
         await room.local_participant.publish_track(audio, audio_options)
         if call.camera is None:
             return
-        call.video_source = rtc.VideoSource(settings.width, settings.height)
-        video = rtc.LocalVideoTrack.create_video_track("camera", call.video_source)
         video_options = rtc.TrackPublishOptions(
             source=rtc.TrackSource.SOURCE_CAMERA,
             simulcast=False,  # one encoding: a Pi cannot afford three
             video_encoding=rtc.VideoEncoding(max_bitrate=settings.bitrate_kbps * 1000,
                                              max_framerate=settings.framerate),
         )
+        call.video_encoded = self._video_codec == "H264"
+        if call.video_encoded and call.e2ee:
+            # livekit 1.2.0: a pre-encoded H.264 track with frame encryption reaches the receiver undecodable (no
+            # frame decodes, while its key and its encryption state are fine), so encrypted calls send VP8.
+            logger.warning("call %s: the camera's H.264 cannot be sent encrypted; LiveKit encodes VP8 instead",
+                           call.call_id)
+            call.video_encoded = False
+        if call.video_encoded:
+            call.video_source = rtc.EncodedVideoSource(settings.width, settings.height)
+            video_options.video_codec = rtc.VideoCodec.H264
+            video_options.video_encoder = rtc.VideoEncoderBackend.ENCODER_BACKEND_PRE_ENCODED
+        else:
+            call.video_source = rtc.VideoSource(settings.width, settings.height)
+            video_options.video_codec = rtc.VideoCodec.VP8
+        video = rtc.LocalVideoTrack.create_video_track("camera", call.video_source)
         await room.local_participant.publish_track(video, video_options)
 
     def _use_own_key(self, call: _RtcCall, key: bytes, index: int) -> None:
@@ -502,11 +530,23 @@ class RtcMediaEngine:
             logger.exception("call %s: sending the microphone failed", call.call_id)
 
     def _start_camera(self, call: _RtcCall) -> None:
-        """Raw frames from the camera's thread straight into LiveKit's video source (I420), which encodes them.
+        """The camera's frames, from its own thread, straight into LiveKit's video source.
 
         ``capture_frame`` is a synchronous FFI call that copies the frame, made from the camera thread: the event
         loop never touches 30 full frames a second.
         """
+        try:
+            if call.video_encoded:
+                call.camera.start_encoded(self._encoded_sink(call))
+            else:
+                call.camera.start_raw(self._raw_sink(call))
+            call.camera_started = True
+        except Exception as exc:  # no camera, picamera2 missing off the Pi, device busy
+            logger.error("call %s: the camera did not start (%s: %s); the call goes on without video",
+                         call.call_id, type(exc).__name__, exc)
+
+    def _raw_sink(self, call: _RtcCall) -> Callable[[av.VideoFrame], None]:
+        """Raw frames as I420 into a ``VideoSource``: LiveKit encodes them (VP8)."""
         from livekit import rtc
 
         source = call.video_source
@@ -530,12 +570,40 @@ class RtcMediaEngine:
             except Exception:
                 logger.exception("call %s: a camera frame could not be sent", call.call_id)
 
-        try:
-            call.camera.start_raw(on_frame)
-            call.camera_started = True
-        except Exception as exc:  # no camera, picamera2 missing off the Pi, device busy
-            logger.error("call %s: the camera did not start (%s: %s); the call goes on without video",
-                         call.call_id, type(exc).__name__, exc)
+        return on_frame
+
+    def _encoded_sink(self, call: _RtcCall) -> Callable[[EncodedFrame], None]:
+        """The camera's H.264 access units into an ``EncodedVideoSource``, which only packetizes them.
+
+        Keyframe requests (a new subscriber, a PLI) reach the source, not an encoder: they are polled with each frame
+        and passed to the camera. The stream starts at an IDR, as a decoder needs.
+        """
+        from livekit import rtc
+
+        source = call.video_source
+        camera = call.camera
+        width, height = self._settings.width, self._settings.height
+        key, delta = rtc.EncodedFrameType.ENCODED_FRAME_KEY, rtc.EncodedFrameType.ENCODED_FRAME_DELTA
+        started = [False]
+
+        def on_unit(unit: EncodedFrame) -> None:
+            if call.closing:
+                return
+            try:
+                if source.take_feedback().keyframe_requested:
+                    camera.request_keyframe()
+                if not started[0]:
+                    if not unit.keyframe:
+                        camera.request_keyframe()
+                        return
+                    started[0] = True
+                source.capture_frame(rtc.EncodedVideoFrame(
+                    data=unit.data, width=width, height=height, codec=rtc.VideoCodec.H264,
+                    frame_type=key if unit.keyframe else delta, timestamp_us=unit.timestamp_us))
+            except Exception:
+                logger.exception("call %s: a camera access unit could not be sent", call.call_id)
+
+        return on_unit
 
     async def _start_speaker(self, call: _RtcCall) -> None:
         if call.speaker is not None or call.remote_audio is None:

@@ -77,11 +77,11 @@ def _remove_participant(server, identity: str) -> None:
         assert reply.status == 200
 
 
-def _door(tmp_path: Path, log: StateLog, **overrides) -> RtcMediaEngine:
+def _door(tmp_path: Path, log: StateLog, video_codec: str = "VP8", **overrides) -> RtcMediaEngine:
     write_raw(tmp_path / "door_in.raw", tone(DOOR_TONE, 60, amplitude=0.3))
     settings = loopback_settings(tmp_path / "door_in.raw", tmp_path / "door_out.raw", camera="synthetic",
                                  width=WIDTH, height=HEIGHT, **overrides)
-    return RtcMediaEngine(settings, log)
+    return RtcMediaEngine(settings, log, video_codec=video_codec)
 
 
 def _element_call_e2ee(rtc):
@@ -106,6 +106,7 @@ class Peer:
         self.audio: dict[str, list[np.ndarray]] = {}
         self._tasks: list[asyncio.Task] = []
         self._streams: list = []
+        self.mime_types: dict[str, str] = {}  #: track sid -> mime type of the others' subscribed tracks
         self.room.on("track_subscribed", self._on_track)
 
     async def join(self, server, *, e2ee: bool = False, key: bytes | None = None) -> Peer:
@@ -139,6 +140,7 @@ class Peer:
 
     def _on_track(self, track, publication, participant) -> None:
         rtc = self.rtc
+        self.mime_types[publication.sid] = publication.mime_type
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             stream = rtc.VideoStream(track)
             self._tasks.append(asyncio.ensure_future(self._run_video(stream, participant.identity)))
@@ -247,14 +249,16 @@ def test_the_door_sends_camera_and_microphone_and_plays_only_the_peer_user(serve
     assert log.events[0] == ("c1", "connected") and log.events[-1] == ("c1", "closed")
 
 
-def test_e2ee_with_hkdf_keys_exchanged_decodes_and_a_wrong_key_does_not(server, tmp_path):
+@pytest.mark.parametrize("video_codec", ["VP8", "H264"])
+def test_e2ee_with_hkdf_keys_exchanged_decodes_and_a_wrong_key_does_not(server, tmp_path, video_codec):
     """Per-participant keys as Element Call has them: with the door's key the owner decodes its video and audio,
     and the door plays the owner; with a wrong key nothing decodes, until the door rotates to a key the owner
-    then gets, which also shows that the door's frames follow its new key index."""
+    then gets, which also shows that the door's frames follow its new key index. A door set to send the camera's
+    own H.264 sends VP8 here: that cannot be encrypted."""
 
     async def scenario():
         log = StateLog()
-        door = _door(tmp_path, log)
+        door = _door(tmp_path, log, video_codec=video_codec)
         await door.connect("c2", url=server.url, jwt=_token(server, DOOR), peer_user=OWNER, e2ee=True)
         door_key, door_index = door.local_key("c2")
         assert len(door_key) == 16 and door_index == 0
@@ -279,12 +283,44 @@ def test_e2ee_with_hkdf_keys_exchanged_decodes_and_a_wrong_key_does_not(server, 
         return wrong, phone
 
     (wrong_frames, wrong_rms), phone = asyncio.run(scenario())
+    assert "video/VP8" in phone.mime_types.values()
     assert wrong_frames == 0, "video decoded under a wrong key"
     assert wrong_rms < 100, "audio decoded under a wrong key"
     assert {(w, h) for _, w, h, _ in phone.video} == {(WIDTH, HEIGHT)}
+    counters = [c for *_, c in phone.video]
+    assert counters == sorted(counters) and len(set(counters)) > 20
     assert abs(peak_frequency(phone.heard(DOOR)) - DOOR_TONE) < 5
     tail = read_raw(tmp_path / "door_out.raw")[-48000 * 2:]
     assert _rms(tail) > 1000 and abs(peak_frequency(tail) - PHONE_TONE) < 5
+
+
+def test_the_cameras_own_h264_is_published_as_it_is(server, tmp_path):
+    """With ``video_codec="H264"`` (no E2EE) the camera's access units go out unchanged: an H.264 track whose frames
+    decode in order, keyframe requests of a new subscriber included (it joins after the first IDR)."""
+
+    async def scenario():
+        log = StateLog()
+        door = _door(tmp_path, log, video_codec="H264", keyframe_interval=30.0)
+        await door.connect("c6", url=server.url, jwt=_token(server, DOOR), peer_user=OWNER)
+        phone = await Peer(PHONE).join(server)
+        await phone.publish_tone(PHONE_TONE)
+        await log.wait("c6", "connected")
+        await asyncio.sleep(1.5)
+        late = await Peer(OTHER).join(server)  # sees the door's video only after its keyframe request
+        await _until(lambda: len([v for v in phone.video if v[0] == DOOR]) >= 30, what="30 H.264 frames")
+        await _until(lambda: len([v for v in late.video if v[0] == DOOR]) >= 10, what="frames for a late subscriber")
+        await late.leave()
+        await phone.leave()
+        await door.close("c6")
+        return phone, late
+
+    phone, late = asyncio.run(scenario())
+    assert "video/H264" in phone.mime_types.values()
+    for peer in (phone, late):
+        frames = [v for v in peer.video if v[0] == DOOR]
+        assert {(w, h) for _, w, h, _ in frames} == {(WIDTH, HEIGHT)}
+        counters = [c for *_, c in frames]
+        assert counters == sorted(counters) and len(set(counters)) >= 10
 
 
 def test_the_peers_tracks_going_a_reconnect_and_losing_the_server_are_reported(server, tmp_path):
