@@ -452,7 +452,8 @@ class RtcMediaEngine:
         settings = self._settings
         call.audio_source = rtc.AudioSource(settings.sample_rate, 1, queue_size_ms=0)
         audio = rtc.LocalAudioTrack.create_audio_track("microphone", call.audio_source)
-        audio_options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=False, red=True)
+        # DTX and RED (redundant Opus) as livekit-client publishes a microphone by default.
+        audio_options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE, dtx=True, red=True)
         await room.local_participant.publish_track(audio, audio_options)
         if call.camera is None:
             return
