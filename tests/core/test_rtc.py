@@ -341,3 +341,128 @@ def test_auto_rings_by_legacy_where_the_door_may_not_join_calls():
     core.handle(RoomMembersChanged(room_id=ROOMS[ALICE], joined=frozenset({DOOR, ALICE}), rtc_allowed=False), 0.5)
     actions = core.handle(ButtonPressed(), 1.0)
     assert of(actions, PrepareOffer) and not of(actions, RtcConnect)
+
+
+# --- property test: a household on both technologies, driven at random ------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from intercom.core import (CallTimings, CoreSettings, DoorCore, HomeserverConnectionChanged,  # noqa: E402
+                           PrepareAnswer)
+
+from .helpers import DOOR_PARTY, answer, reject  # noqa: E402
+from .test_household import CAROL, TALKING  # noqa: E402
+
+MIXED_TIMINGS = CallTimings(ring_timeout=20.0, invite_lifetime=60.0, connect_timeout=5.0, max_call_duration=60.0,
+                            prepare_timeout=4.0, ended_display=3.0)
+PEOPLE = (ALICE, BOB, CAROL)
+DEVICES = (PHONE, "TABLET")
+
+mixed_op = st.one_of(
+    st.just(("press",)),
+    st.just(("ready",)),
+    st.tuples(st.sampled_from(["legacy_answer", "legacy_reject", "join", "leave", "decline", "connect",
+                               "rtc_call", "legacy_call"]), st.integers(0, 2), st.integers(0, 1)),
+    st.just(("stranger",)),
+    st.tuples(st.just("wait"), st.floats(0.05, 25.0)),
+)
+
+
+@dataclass
+class Mixed:
+    core: DoorCore
+    now: float = 0.0
+    preparing: dict[str, type] = field(default_factory=dict)  #: call ID -> the ready event it waits for
+    rung: dict[str, float] = field(default_factory=dict)  #: call ID -> when its ring went out
+    invites: dict[str, str] = field(default_factory=dict)  #: legacy call ID -> resident
+    closed: set[str] = field(default_factory=set)
+    ended: set[str] = field(default_factory=set)
+    counter: int = 0
+
+    def feed(self, event) -> list:
+        actions = self.core.handle(event, self.now)
+        for a in actions:
+            if isinstance(a, RtcConnect):
+                assert a.peer in PEOPLE and a.room_id == ROOMS[a.peer]  # only residents, in their room
+                self.preparing[a.call_id] = LocalOfferReady if a.direction is Direction.OUTGOING else LocalAnswerReady
+            elif isinstance(a, PrepareOffer):
+                self.preparing[a.call_id] = LocalOfferReady
+            elif isinstance(a, PrepareAnswer):
+                self.preparing[a.call_id] = LocalAnswerReady
+            elif isinstance(a, RtcAnnounce) and a.ring:
+                self.rung[a.call_id] = self.now
+            elif isinstance(a, SendCallEvent) and a.event_type == "m.call.invite":
+                self.rung[a.content["call_id"]] = self.now
+                self.invites[a.content["call_id"]] = next(u for u, r in ROOMS.items() if r == a.room_id)
+            elif isinstance(a, CloseMedia):
+                self.closed.add(a.call_id)
+            elif isinstance(a, CallEnded) and a.summary.outcome is not Outcome.REFUSED:
+                self.ended.add(a.summary.call_id)  # (a refused invite never had media)
+        # one ring per resident and press: never an m.call.invite and a MatrixRTC ring to the same room at once
+        rings = [a.room_id for a in actions if isinstance(a, RtcAnnounce) and a.ring]
+        rings += [a.room_id for a in actions if isinstance(a, SendCallEvent) and a.event_type == "m.call.invite"]
+        assert len(rings) == len(set(rings))
+        return actions
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(techs=st.lists(st.sampled_from(["legacy", "matrixrtc", "auto"]), min_size=3, max_size=3),
+       n=st.integers(1, 3), ops=st.lists(mixed_op, min_size=1, max_size=40))
+def test_both_technologies_hold_the_rules_under_any_sequence(techs, n, ops):
+    residents = tuple(resident(PEOPLE[i], calls=techs[i]) for i in range(n))
+    core = DoorCore(CoreSettings(user_id=DOOR, party_id=DOOR_PARTY, residents=residents, timings=MIXED_TIMINGS))
+    h = Mixed(core)
+    h.feed(HomeserverConnectionChanged(online=True))
+    h.feed(RtcAvailabilityChanged(available=True))
+    for r in residents:
+        h.feed(RoomMembersChanged(room_id=r.room_id, joined=frozenset({DOOR, r.user_id})))
+    for step in ops:
+        kind, *args = step
+        person = PEOPLE[args[0] % n] if len(args) == 2 else None
+        device = DEVICES[args[1]] if len(args) == 2 else None
+        if kind == "press":
+            h.feed(ButtonPressed())
+        elif kind == "ready":
+            for call_id, ready in list(h.preparing.items()):
+                del h.preparing[call_id]
+                h.feed(ready(call_id=call_id, sdp=OFFER_SDP))
+        elif kind in ("legacy_answer", "legacy_reject"):
+            live = [c for c, who in h.invites.items() if who == person and c in core._calls]
+            if live:
+                make = answer if kind == "legacy_answer" else reject
+                h.feed(make(live[0], sender=person, room_id=ROOMS[person]))
+        elif kind == "join":
+            h.feed(membership(person, device))
+        elif kind == "leave":
+            h.feed(left(person, device))
+        elif kind == "decline":
+            h.feed(RtcDeclineReceived(room_id=ROOMS[person], sender=person, age_ms=10))
+        elif kind == "connect":
+            for call in [c for c in core._calls.values() if c.peer == person]:
+                h.feed(MediaStateChanged(call_id=call.call_id, state=MediaState.CONNECTED))
+        elif kind == "rtc_call":
+            h.feed(membership(person, device))
+        elif kind == "legacy_call":
+            h.counter += 1
+            h.feed(invite(f"inc{h.counter:04d}", sender=person, room_id=ROOMS[person]))
+        elif kind == "stranger":
+            before = set(core._calls)
+            actions = h.feed(RtcMembershipChanged(room_id=ROOMS[ALICE], sender=STRANGER, state_key=state_key(STRANGER),
+                                                  content=membership().content, age_ms=10))
+            assert not of(actions, RtcConnect) and set(core._calls) == before
+        elif kind == "wait":
+            h.now += args[0]
+            h.feed(TimerDue())
+        # never two conversations
+        talking = [c for c in core._calls.values() if c.state in TALKING]
+        assert len(talking) <= 1
+        if talking:
+            assert len(core._calls) == 1
+        # nothing rings past ring_timeout
+        for call in core._calls.values():
+            if call.state is CallState.RINGING:
+                assert h.now - h.rung[call.call_id] <= MIXED_TIMINGS.ring_timeout
+        # every call that ended has its media closed (for MatrixRTC: the door leaves the room's call)
+        assert h.ended <= h.closed
