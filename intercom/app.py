@@ -175,7 +175,8 @@ class Service:
 
         # MatrixRTC (Element Call) calls: LiveKit media beside the aiortc engine (one call at a time uses the devices).
         self.rtc_media = RtcMediaEngine(media_settings(config, simulate=self.simulate, sim_dir=sim_dir),
-                                        on_state=orchestrator.media_state)
+                                        on_state=orchestrator.media_state,
+                                        on_peer=lambda *peer: self.rtc.peer_changed(*peer))
         self.rtc = RtcCalls(self.matrix.rtc, self.rtc_media, encrypted=self.matrix.room_is_encrypted,
                             keys=self.matrix)
         self.matrix.on_media_key = self.rtc.media_key

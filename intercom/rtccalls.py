@@ -13,7 +13,9 @@ Every coroutine raises only :class:`RtcCallError`, which the orchestrator turns 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +38,8 @@ class _Signalling(Protocol):
 
 
 class _Keys(Protocol):
-    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int) -> list[str]: ...
+    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int, *,
+                             only: Iterable[str] | None = None) -> list[str]: ...
     async def leave(self, room_id: str) -> None: ...
 
 
@@ -44,6 +47,9 @@ class _Media(Protocol):
     async def connect(self, call_id: str, *, url: str, jwt: str, peer_user: str, e2ee: bool = False) -> None: ...
     async def close(self, call_id: str) -> None: ...
     def local_key(self, call_id: str) -> tuple[bytes, int]: ...
+    def rotate_key(self, call_id: str, *, switch: bool = True) -> tuple[bytes, int]: ...
+    def use_key(self, call_id: str, index: int) -> None: ...
+    def participants(self, call_id: str) -> list[str]: ...
     def set_peer_key(self, call_id: str, participant_identity: str, key: bytes, index: int) -> None: ...
 
 
@@ -57,6 +63,10 @@ class _RtcCall:
     connected: bool = False
 
 
+#: A new media key is used this long after it was sent (js-sdk waits 1 s) (s).
+USE_NEW_KEY_AFTER = 1.0
+#: A device that joined gets the door's media key at once and again this much later (s).
+WELCOME_AGAIN = 2.0
 #: Media keys kept for calls not connected yet (a resident's client sends its key as soon as it sees the door).
 KEPT_KEYS = 32
 
@@ -71,6 +81,7 @@ class RtcCalls:
         self._signalling, self._media, self._keys = signalling, media, keys
         self._encrypted = encrypted or (lambda room_id: False)
         self._calls: dict[str, _RtcCall] = {}
+        self._rotations: set[asyncio.Task] = set()
         #: Residents' media keys by (room, identity): the latest of each, for calls connected later.
         self._peer_keys: dict[tuple[str, str], tuple[str, bytes, int]] = {}
 
@@ -153,6 +164,50 @@ class RtcCalls:
                 await self._send_own_key(call_id, call)
             except Exception as exc:
                 raise RtcCallError(f"MatrixRTC call {call_id}: {exc}") from exc
+
+    def peer_changed(self, call_id: str, identity: str, present: bool) -> None:
+        """A device of the resident joined or left the call's LiveKit room (the media engine's ``on_peer``). In an
+        encrypted call a newcomer gets the door's current key (again a little later too: js-sdk takes keys only
+        from members of a session it has joined, and its join may be seen after its LiveKit one); after a
+        departure the door encrypts with a new key and gives it only to the resident's devices still there, as
+        Element Call does, so the one that left cannot follow the rest of the call."""
+        call = self._calls.get(call_id)
+        if call is None or not call.e2ee or not call.joined:
+            return
+        device = identity[len(call.peer) + 1:] if identity.startswith(f"{call.peer}:") else ""
+        work = self._welcome(call_id, call, device) if present else self._rotate(call_id, call)
+        task = asyncio.ensure_future(work)
+        self._rotations.add(task)
+        task.add_done_callback(self._rotations.discard)
+
+    async def _welcome(self, call_id: str, call: _RtcCall, device: str) -> None:
+        for delay in (0.0, WELCOME_AGAIN):
+            await asyncio.sleep(delay)
+            if self._calls.get(call_id) is not call:
+                return
+            try:
+                key, index = self._media.local_key(call_id)
+                if self._keys is not None:
+                    await self._keys.send_media_key(call.room_id, call.peer, key, index, only=[device])
+            except Exception as exc:
+                log.warning("MatrixRTC call %s: sending the media key to %s: %s", call_id, device, exc)
+
+    async def _rotate(self, call_id: str, call: _RtcCall) -> None:
+        prefix = f"{call.peer}:"
+        staying = [p[len(prefix):] for p in self._media.participants(call_id) if p.startswith(prefix)]
+        if not staying:
+            return  # the call ends (the resident's membership goes too)
+        try:
+            key, index = self._media.rotate_key(call_id, switch=False)
+            reached = (await self._keys.send_media_key(call.room_id, call.peer, key, index, only=staying)
+                       if self._keys else [])
+            log.info("MatrixRTC call %s: new media key %d after a device left, sent to %s", call_id, index,
+                     ", ".join(reached) or "nobody")
+            await asyncio.sleep(USE_NEW_KEY_AFTER)  # as Element Call: the others have it before it is needed
+            if self._calls.get(call_id) is call:
+                self._media.use_key(call_id, index)
+        except Exception as exc:
+            log.warning("MatrixRTC call %s: rotating the media key: %s", call_id, exc)
 
     async def close(self, call_id: str) -> None:
         """Leave the LiveKit room and the room's call. Idempotent; never raises."""

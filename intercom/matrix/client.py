@@ -69,7 +69,7 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1319,15 +1319,17 @@ class MatrixAdapter:
         if self.on_media_key is not None:
             self.on_media_key(key)
 
-    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int) -> list[str]:
+    async def send_media_key(self, room_id: str, user_id: str, key: bytes, index: int, *,
+                             only: Iterable[str] | None = None) -> list[str]:
         """Send the door's media key for ``room_id``'s call to ``user_id``'s devices that the trust rules give keys
-        to; returns the devices reached. Never raises."""
+        to (and, with ``only``, are among those); returns the devices reached. Never raises."""
         client, trust = self._client, self._trust
         if client is None or trust is None or client.olm is None:
             return []
         identity = f"{client.user_id}:{client.device_id}"
         try:
-            return await rtckeys.send(client, user_id, trust.key_holders(user_id),
+            devices = trust.key_holders(user_id) if only is None else trust.key_holders(user_id) & set(only)
+            return await rtckeys.send(client, user_id, devices,
                                       rtckeys.key_content(room_id, identity, client.device_id, key, index))
         except Exception as exc:
             log.warning("MatrixRTC: could not send the door's media key to %s: %s: %s", user_id,

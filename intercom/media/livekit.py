@@ -200,6 +200,8 @@ class _RtcCall:
     identity: str | None = None  #: the door's own participant identity (from the token)
     key: bytes | None = None  #: the door's current media key
     key_index: int = 0
+    #: A new key of the door that is sent but not used yet (key, index).
+    pending_key: tuple[bytes, int] | None = None
     peer_keys: list[tuple[str, bytes, int]] = field(default_factory=list)  #: set before the room was joined
     echo_canceller: EchoCanceller | None = None
     audio_tap: AudioTap | None = None
@@ -235,6 +237,7 @@ class RtcMediaEngine:
         audio_tap: AudioTapFactory | None = None,
         freeze_gc: bool = True,
         video_codec: str = "VP8",
+        on_peer: Callable[[str, str, bool], None] | None = None,
     ) -> None:
         """
         :param on_state: ``(call_id, state)`` with ``"connected"`` (the peer user is in the room and sends media),
@@ -244,6 +247,9 @@ class RtcMediaEngine:
         :param audio_tap: makes an :class:`AudioTap` per call, to observe audio at the ALSA boundary.
         :param freeze_gc: ``gc.freeze()`` when the speaker starts, undone once the last call is closed (as
             :class:`~intercom.media.engine.MediaEngine` does, for the same reason: short collector pauses).
+        :param on_peer: ``(call_id, identity, present)``: a participant of the peer user joined (True) or left
+            (False) the LiveKit room; in an encrypted call the door then gives a newcomer its media key, or the
+            others a new key, as Element Call does.
         :param video_codec: ``"VP8"``: the camera's raw frames, encoded by LiveKit (what livekit-client publishes by
             default, so every Element Call client decodes it; 0.35-0.45 cores more at 720p30 on the x86 test VM).
             ``"H264"``: the camera's own H.264 (the Pi 4's hardware encoder) published as it is, without re-encoding
@@ -253,6 +259,7 @@ class RtcMediaEngine:
         if video_codec not in VIDEO_CODECS:
             raise ValueError(f"video_codec must be one of {', '.join(VIDEO_CODECS)}, not {video_codec!r}")
         self._video_codec = video_codec
+        self._on_peer = on_peer
         self._settings = settings
         self._on_state = on_state
         self._camera_factory = camera_factory
@@ -316,16 +323,34 @@ class RtcMediaEngine:
         call = self._e2ee_call(call_id, joined=True)
         return call.key, call.key_index
 
-    def rotate_key(self, call_id: str) -> tuple[bytes, int]:
-        """A new random media key at the next index, used for the door's media from now on (Element Call rotates
-        when someone leaves, so that they cannot decrypt what follows). Returns it, to be sent to those who stay."""
+    def rotate_key(self, call_id: str, *, switch: bool = True) -> tuple[bytes, int]:
+        """A new random media key at the next index (Element Call rotates when someone leaves, so that they cannot
+        decrypt what follows). Returns it, to be sent to those who stay. With ``switch`` the door's media is
+        encrypted with it from now on; without, only once :meth:`use_key` says so (Element Call sends the new key
+        first and uses it a moment later, so that the others have it before the first frame that needs it)."""
         call = self._e2ee_call(call_id, joined=True)
         key, index = secrets.token_bytes(KEY_BYTES), (call.key_index + 1) % KEY_RING_SIZE
         try:
-            self._use_own_key(call, key, index)
+            if switch:
+                self._use_own_key(call, key, index)
+            else:
+                call.room.e2ee_manager.key_provider.set_key(call.identity, key, index)
+                call.pending_key = (key, index)
         except Exception as exc:
             raise MediaError(f"call {call_id}: rotating the door's media key failed: {exc}") from exc
         return key, index
+
+    def use_key(self, call_id: str, index: int) -> None:
+        """Encrypt the door's media with the key :meth:`rotate_key` made at ``index`` (without ``switch``)."""
+        call = self._e2ee_call(call_id, joined=True)
+        pending = call.pending_key
+        if pending is None or pending[1] != index:
+            raise MediaError(f"call {call_id}: no new media key at index {index} to use")
+        call.pending_key = None
+        try:
+            self._use_own_key(call, *pending)
+        except Exception as exc:
+            raise MediaError(f"call {call_id}: using the door's new media key failed: {exc}") from exc
 
     def set_peer_key(self, call_id: str, participant_identity: str, key: bytes, index: int) -> None:
         """A media key another participant sent (``@user:server:DEVICE``), to decrypt its media."""
@@ -664,6 +689,14 @@ class RtcMediaEngine:
             return
         logger.info("call %s: %s joined the room", call.call_id, participant.identity)
         self._start_devices(call)
+        self._report_peer(call, participant.identity, True)
+
+    def _report_peer(self, call: _RtcCall, identity: str, present: bool) -> None:
+        if self._on_peer is not None:
+            try:
+                self._on_peer(call.call_id, identity, present)
+            except Exception:
+                logger.exception("on_peer(%s, %s, %s) raised", call.call_id, identity, present)
 
     def _on_published(self, call: _RtcCall, publication: Any, participant: Any) -> None:
         from livekit import rtc
@@ -718,6 +751,7 @@ class RtcMediaEngine:
         if not self._is_peer(call, participant.identity):
             return
         logger.info("call %s: %s left the room", call.call_id, participant.identity)
+        self._report_peer(call, participant.identity, False)
         for sid in [sid for sid, identity in call.peer_video.items() if identity == participant.identity]:
             del call.peer_video[sid]
         for sid in [sid for sid, (identity, _) in call.peer_audio.items() if identity == participant.identity]:

@@ -205,3 +205,45 @@ def test_a_killed_doors_membership_disappears_through_its_delayed_leave(interop,
                 log.close()
 
     asyncio.run(main())
+
+
+def test_encrypted_call_the_door_gives_a_new_key_only_to_the_devices_still_there(interop, rtc_stack, rtc_users,
+                                                                                tmp_path, measured):
+    """The owner is in the door's call on two devices; one leaves: the door encrypts with a new key from then on
+    and sends it only to the device still in the call (as Element Call rotates when someone leaves)."""
+    hs = rtc_stack.homeserver
+    rig = Setup(hs, rtc_users, tmp_path, encrypted=True, preset="trusted_private_chat")
+
+    async def main():
+        async with open_browser(interop, tmp_path / "browser") as browser:
+            phone, laptop = await browser.client("phone"), await browser.client("laptop")
+            await phone.start(hs.url, rig.owner, encryption=True)
+            await laptop.start(hs.url, rig.owner, encryption=True)  # both trusted on first use by the door
+            async with running_door(rig) as door:
+                await wait_until(lambda: door.rtc_state == "available", "the door to find the homeserver's focus")
+                await door.press()
+                await phone.wait_rtc_ring(rig.room_id, sender=door.matrix.user_id)
+                await phone.rtc_join(rig.room_id)
+                await laptop.rtc_join(rig.room_id)
+                await phone.wait_rtc_frames(10, identity=door_identity(door))
+                await laptop.wait_rtc_frames(10, identity=door_identity(door))
+                await laptop.rtc_leave()
+
+                async def new_key_at_phone():
+                    return [m for m in await phone.rtc_to_device()
+                            if m["sender"] == door.matrix.user_id and m["content"]["keys"]["index"] == 1]
+                await phone.wait_for(new_key_at_phone, "the door's new media key at the phone")
+                assert not [m for m in await laptop.rtc_to_device()
+                            if m["sender"] == door.matrix.user_id and m["content"]["keys"]["index"] == 1]
+                before = (await phone.rtc_stats())
+                decoded = next(p for p in before["participants"] if p["identity"] == door_identity(door))
+                count = decoded["element"]["videoFrames"]
+                try:
+                    await phone.wait_rtc_frames(count + 30, identity=door_identity(door))  # still decoding
+                except Exception as exc:
+                    keys = [k for k in await phone.rtc_keys() if not k["own"]]
+                    errors = (await phone.rtc_call())["encryptionErrors"]
+                    raise AssertionError(f"keys at the phone: {keys}\nerrors: {errors[-5:]}") from exc
+                measured["frames_after_rotation"] = 30
+
+    asyncio.run(main())
