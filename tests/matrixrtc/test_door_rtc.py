@@ -74,24 +74,31 @@ def test_the_door_rings_the_owner_on_matrixrtc_and_they_talk(interop, rtc_stack,
     asyncio.run(main())
 
 
-def test_the_owner_calls_and_the_door_joins_by_itself(interop, rtc_stack, rtc_users, tmp_path, measured):
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_the_owner_calls_and_the_door_joins_by_itself(interop, rtc_stack, rtc_users, tmp_path, measured, encrypted):
     hs = rtc_stack.homeserver
-    rig = Setup(hs, rtc_users, tmp_path, preset="trusted_private_chat")  # a DM as Element's apps make it
+    rig = Setup(hs, rtc_users, tmp_path, preset="trusted_private_chat", encrypted=encrypted)  # a DM as Element makes
 
     async def main():
-        async with running_door(rig) as door, open_browser(interop, tmp_path / "browser") as browser:
+        async with open_browser(interop, tmp_path / "browser") as browser:
             owner = await browser.client("owner")
-            await owner.start(hs.url, rig.owner)
-            await owner.rtc_join(rig.room_id)
-            frames = await owner.wait_rtc_frames(10, identity=door_identity(door))
-            await wait_until(lambda: door.core.state.value == "connected", "the door to join the owner's call")
-            await door_hears(door)
-            call = await owner.rtc_call()
-            measured["owner_join_to_first_frame_ms"] = (frames["participant"]["element"]["firstFrame"]["wall"]
-                                                        - call["times"]["joinStart"]["wall"])
-            await owner.rtc_leave()
-            await wait_until(lambda: door.core.state.value not in ("connected", "connecting"),
-                             "the door to leave after the owner")
+            await owner.start(hs.url, rig.owner, encryption=encrypted)  # before the door: trusted on first use
+            async with running_door(rig) as door:
+                await owner_calls(door, owner)
+
+    async def owner_calls(door, owner):
+        await owner.rtc_join(rig.room_id)
+        frames = await owner.wait_rtc_frames(10, identity=door_identity(door))
+        assert frames["e2ee"]["enabled"] is encrypted, frames["e2ee"]
+        assert all(t["encrypted"] is encrypted for t in frames["participant"]["tracks"]), frames["participant"]
+        await wait_until(lambda: door.core.state.value == "connected", "the door to join the owner's call")
+        await door_hears(door)
+        call = await owner.rtc_call()
+        measured["owner_join_to_first_frame_ms"] = (frames["participant"]["element"]["firstFrame"]["wall"]
+                                                    - call["times"]["joinStart"]["wall"])
+        await owner.rtc_leave()
+        await wait_until(lambda: door.core.state.value not in ("connected", "connecting"),
+                         "the door to leave after the owner")
 
     asyncio.run(main())
 
