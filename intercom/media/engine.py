@@ -85,6 +85,21 @@ class _Call:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def device_configs(settings: MediaSettings) -> tuple[CameraConfig, PcmConfig, PcmConfig]:
+    """The camera's, the microphone's and the speaker's configs from the media settings (one place for both call
+    technologies' engines)."""
+    camera = CameraConfig(width=settings.width, height=settings.height, framerate=settings.framerate,
+                          bitrate_kbps=settings.bitrate_kbps, keyframe_interval=settings.keyframe_interval)
+    period_frames = settings.sample_rate * settings.period_ms // 1000
+
+    def pcm(device: str, periods: int) -> PcmConfig:
+        return PcmConfig(device=device, rate=settings.sample_rate, period_frames=period_frames, periods=periods,
+                         pace=settings.pace_audio)
+
+    return camera, pcm(settings.capture_device, settings.capture_periods), pcm(settings.playback_device,
+                                                                                settings.playback_periods)
+
+
 class MediaEngine:
     """Creates, negotiates and closes the peer connections of the door's calls."""
 
@@ -124,28 +139,7 @@ class MediaEngine:
         self._freeze_gc = freeze_gc
         self._frozen = False
         self._calls: dict[str, _Call] = {}
-        self._camera_config = CameraConfig(
-            width=settings.width,
-            height=settings.height,
-            framerate=settings.framerate,
-            bitrate_kbps=settings.bitrate_kbps,
-            keyframe_interval=settings.keyframe_interval,
-        )
-        period_frames = settings.sample_rate * settings.period_ms // 1000
-        self._capture_config = PcmConfig(
-            device=settings.capture_device,
-            rate=settings.sample_rate,
-            period_frames=period_frames,
-            periods=settings.capture_periods,
-            pace=settings.pace_audio,
-        )
-        self._playback_config = PcmConfig(
-            device=settings.playback_device,
-            rate=settings.sample_rate,
-            period_frames=period_frames,
-            periods=settings.playback_periods,
-            pace=settings.pace_audio,
-        )
+        self._camera_config, self._capture_config, self._playback_config = device_configs(settings)
 
     # -- the orchestrator's API ----------------------------------------------------------------------------------
 

@@ -43,10 +43,11 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
 from .aec import EchoCanceller, create_echo_canceller
-from .alsa import AlsaError, PcmConfig
+from .alsa import AlsaError
 from .audio import AudioTap, MicrophoneTrack, SpeakerSink
-from .camera import Camera, CameraConfig, EncodedFrame, create_camera
+from .camera import Camera, EncodedFrame, create_camera
 from .errors import MediaError
+from .engine import device_configs
 from .settings import MediaSettings
 
 logger = logging.getLogger(__name__)
@@ -267,28 +268,7 @@ class RtcMediaEngine:
         self._freeze_gc = freeze_gc
         self._frozen = False
         self._calls: dict[str, _RtcCall] = {}
-        self._camera_config = CameraConfig(
-            width=settings.width,
-            height=settings.height,
-            framerate=settings.framerate,
-            bitrate_kbps=settings.bitrate_kbps,
-            keyframe_interval=settings.keyframe_interval,
-        )
-        period_frames = settings.sample_rate * settings.period_ms // 1000
-        self._capture_config = PcmConfig(
-            device=settings.capture_device,
-            rate=settings.sample_rate,
-            period_frames=period_frames,
-            periods=settings.capture_periods,
-            pace=settings.pace_audio,
-        )
-        self._playback_config = PcmConfig(
-            device=settings.playback_device,
-            rate=settings.sample_rate,
-            period_frames=period_frames,
-            periods=settings.playback_periods,
-            pace=settings.pace_audio,
-        )
+        self._camera_config, self._capture_config, self._playback_config = device_configs(settings)
 
     # -- the orchestrator's API ----------------------------------------------------------------------------------
 
