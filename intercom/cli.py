@@ -113,6 +113,9 @@ def _control(args: argparse.Namespace) -> int:
                                                       if reply.get("call_id") else ""))
         print(f"LEDs:       {reply['led']}")
         print(f"homeserver: {reply['homeserver']}")
+        if reply.get("matrixrtc"):
+            print(f"matrixrtc:  {reply['matrixrtc']}" + (" (Element Call rings possible)"
+                                                        if reply["matrixrtc"] == "available" else ""))
         if reply.get("room_problem"):
             print(f"room:       {reply['room_problem']}")
         if reply.get("fault"):
@@ -126,6 +129,7 @@ def _control(args: argparse.Namespace) -> int:
             for r in household:
                 rights = [w for w, on in (("answered", r["answer_calls"]), ("may open", r["open_door"])) if on]
                 quiet = f", quiet {r['quiet_hours']}" if r.get("quiet_hours") else ""
+                quiet += f", rung by {r['rung_by']}" if r.get("rung_by") else ""
                 state = f"in a call ({r['call']})" if r.get("call") else (r.get("room_problem") or "ready")
                 print(f"resident:   {r['user_id']}: {state} [{', '.join(rights) or 'rung only'}{quiet}]")
         _print_ring(reply.get("ring"))
