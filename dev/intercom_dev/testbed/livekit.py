@@ -72,7 +72,7 @@ def ensure_livekit(cache: Path | None = None) -> Path:
     found = go_version()
     if found is None:
         raise LiveKitUnavailable("no Go toolchain (go) on this machine: the LiveKit server is built from its Go "
-                                 "module (apt install golang-go, Go 1.26 or newer)")
+                                 "module and needs Go 1.26 or newer (Debian 12 and 13 ship older ones)")
     if found < GO_NEEDED:
         raise LiveKitUnavailable(f"Go {found[0]}.{found[1]} is too old to build LiveKit server {LIVEKIT_VERSION} "
                                  f"(it needs Go {GO_NEEDED[0]}.{GO_NEEDED[1]} or newer)")
