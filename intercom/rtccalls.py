@@ -63,8 +63,10 @@ class _RtcCall:
     connected: bool = False
 
 
-#: A new media key is used this long after it was sent (js-sdk waits 1 s) (s).
-USE_NEW_KEY_AFTER = 1.0
+#: A new media key is used this long after it was sent (s): js-sdk 43 waits 1 s by default; a little more lets the
+#: key reach a phone whose sync is slow (on a loaded door, or a phone on a poor network) before the first frame
+#: that needs it. The device that left can follow the call that much longer.
+USE_NEW_KEY_AFTER = 2.0
 #: A device that joined gets the door's media key at once and again this much later (s).
 WELCOME_AGAIN = 2.0
 #: Media keys kept for calls not connected yet (a resident's client sends its key as soon as it sees the door).
@@ -203,7 +205,7 @@ class RtcCalls:
                        if self._keys else [])
             log.info("MatrixRTC call %s: new media key %d after a device left, sent to %s", call_id, index,
                      ", ".join(reached) or "nobody")
-            await asyncio.sleep(USE_NEW_KEY_AFTER)  # as Element Call: the others have it before it is needed
+            await asyncio.sleep(USE_NEW_KEY_AFTER)  # the others have it before it is needed
             if self._calls.get(call_id) is call:
                 self._media.use_key(call_id, index)
         except Exception as exc:

@@ -426,7 +426,9 @@ class RtcMediaEngine:
 
         room = call.room = rtc.Room()
         self._listen(call, room)
-        options = rtc.RoomOptions(auto_subscribe=False, dynacast=True,
+        # dynacast off: with one video layer it can only pause it, and a subscriber leaving (another device of the
+        # resident) paused the door's video for the device still watching (seen in 2 of 4 runs; 0 of 4 without it)
+        options = rtc.RoomOptions(auto_subscribe=False, dynacast=False,
                                   encryption=_e2ee_options() if call.e2ee else None)
         try:
             await room.connect(url, jwt, options)
