@@ -100,6 +100,21 @@ def device_configs(settings: MediaSettings) -> tuple[CameraConfig, PcmConfig, Pc
                                                                                 settings.playback_periods)
 
 
+async def open_speaker(call_id: str, remote_audio, playback: PcmConfig, settings: MediaSettings, *,
+                       echo_canceller: EchoCanceller | None, tap: AudioTap | None) -> SpeakerSink | None:
+    """Start playing a call's remote audio on the door's speaker (both call technologies' engines); None when the
+    speaker cannot be opened: the call goes on without sound at the door, and the log says why."""
+    speaker = SpeakerSink(remote_audio, playback, playout_max_ms=settings.playout_max_ms,
+                          playout_target_ms=settings.playout_target_ms, playout_floor_ms=settings.playout_floor_ms,
+                          echo_canceller=echo_canceller, tap=tap)
+    try:
+        await speaker.start()
+    except AlsaError as exc:
+        logger.error("call %s: %s; the call goes on without sound at the door", call_id, exc)
+        return None
+    return speaker
+
+
 class MediaEngine:
     """Creates, negotiates and closes the peer connections of the door's calls."""
 
@@ -518,21 +533,8 @@ class MediaEngine:
             # what was allocated since. Undone when the last call closes (see _thaw).
             gc.freeze()
             self._frozen = True
-        speaker = SpeakerSink(
-            call.remote_audio,
-            self._playback_config,
-            playout_max_ms=self._settings.playout_max_ms,
-            playout_target_ms=self._settings.playout_target_ms,
-            playout_floor_ms=self._settings.playout_floor_ms,
-            echo_canceller=call.echo_canceller,
-            tap=call.audio_tap,
-        )
-        try:
-            await speaker.start()
-        except AlsaError as exc:
-            logger.error("call %s: %s; the call goes on without sound at the door", call.call_id, exc)
-            return
-        call.speaker = speaker
+        call.speaker = await open_speaker(call.call_id, call.remote_audio, self._playback_config, self._settings,
+                                          echo_canceller=call.echo_canceller, tap=call.audio_tap)
 
     def _report(self, call_id: str, state: str) -> None:
         try:

@@ -43,11 +43,10 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError
 
 from .aec import EchoCanceller, create_echo_canceller
-from .alsa import AlsaError
 from .audio import AudioTap, MicrophoneTrack, SpeakerSink
 from .camera import Camera, EncodedFrame, create_camera
 from .errors import MediaError
-from .engine import device_configs
+from .engine import device_configs, open_speaker
 from .settings import MediaSettings
 
 logger = logging.getLogger(__name__)
@@ -620,21 +619,9 @@ class RtcMediaEngine:
             # See MediaEngine._start_speaker: shorter collector pauses while audio plays; undone after the last call.
             gc.freeze()
             self._frozen = True
-        speaker = SpeakerSink(
-            call.remote_audio,
-            self._playback_config,
-            playout_max_ms=self._settings.playout_max_ms,
-            playout_target_ms=self._settings.playout_target_ms,
-            playout_floor_ms=self._settings.playout_floor_ms,
-            echo_canceller=call.echo_canceller,
-            tap=call.audio_tap,
-        )
-        try:
-            await speaker.start()
-        except AlsaError as exc:
-            logger.error("call %s: %s; the call goes on without sound at the door", call.call_id, exc)
-            return
-        call.speaker = speaker  # even if closing meanwhile: close() awaits this task, then closes the speaker
+        # even if closing meanwhile: close() awaits this task, then closes the speaker
+        call.speaker = await open_speaker(call.call_id, call.remote_audio, self._playback_config, self._settings,
+                                          echo_canceller=call.echo_canceller, tap=call.audio_tap)
 
     def _thaw(self) -> None:
         self._frozen = False
